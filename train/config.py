@@ -1,0 +1,245 @@
+"""Frozen, typed configuration; presets are small overlays of one base config.
+
+Config is parsed here, at the edge.  Model modules take plain constructor
+arguments and know nothing of this file; ``wavae.train.factory`` maps one to the
+other.  Every run saves its resolved config next to its checkpoints.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config key or value is wrong; the message names it."""
+
+
+@dataclass(frozen=True)
+class FrontendConfig:
+    sample_rate: int = 24000
+    n_fft: int = 1024  # analysis window length in samples
+    hop: int = 256
+    n_mels: int = 128
+    fmin: float = 0.0
+    fmax: float | None = None
+    window: str = "hann"  # "hann" or "asymmetric"
+    window_fall: int = 0  # asymmetric: length of the falling (most recent) part
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    # first entry is n_mels; last is 2 * latent_dim (mean and log-variance)
+    encoder_channels: tuple[int, ...] = (128, 256, 256, 512, 512, 512, 128, 32)
+    # one stride per encoder layer (len(encoder_channels) - 1 of them)
+    encoder_strides: tuple[int, ...] = (1, 1, 2, 1, 1, 1, 1)
+    kernel: int = 5
+    negative_slope: float = 0.2
+
+
+@dataclass(frozen=True)
+class LoudnessConfig:
+    n_components: int = 4  # Gaussian mixture used to flatten the loudness distribution
+    n_bins: int = 16  # classes of the adversarial loudness classifier
+    classifier_channels: int = 64
+    adv_weight: float = 1.0  # gradient-reversal strength after warm-up
+    adv_warmup: int = 2000  # steps over which it ramps from 0
+
+
+@dataclass(frozen=True)
+class VocoderConfig:
+    ngf: int = 32
+    ratios: tuple[int, ...] = (8, 8, 2, 2)
+    n_residual: int = 3
+    kernel: int = 7
+    disc_scales: int = 3
+    disc_channels: int = 16
+    disc_max_channels: int = 1024
+    disc_downsample: tuple[int, ...] = (4, 4, 4, 4)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch: int = 16
+    chunk: int = 16384  # training excerpt length, samples
+    lr: float = 1e-4
+    vocoder_lr: float = 1e-4
+    betas: tuple[float, float] = (0.5, 0.9)
+    kl_weight: float = 0.1
+    kl_warmup: int = 5000
+    recon_sigma: float = 1.0  # std of the Gaussian reconstruction likelihood on log-mel
+    fm_weight: float = 10.0
+    mel_weight: float = 45.0
+    adv_start: int = 0  # vocoder steps before the discriminator joins
+    finetune_on_vae: bool = False  # train the vocoder on the VAE's reconstructed mels
+    ckpt_every: int = 1000
+    log_every: int = 50
+    seed: int = 0
+    pca_batches: int = 32
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = "wavae"
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    loudness: LoudnessConfig = field(default_factory=LoudnessConfig)
+    vocoder: VocoderConfig = field(default_factory=VocoderConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    # derived -------------------------------------------------------------
+    @property
+    def latent_dim(self) -> int:
+        return self.vae.encoder_channels[-1] // 2
+
+    @property
+    def latent_stride(self) -> int:
+        s = 1
+        for x in self.vae.encoder_strides:
+            s *= x
+        return s
+
+    @property
+    def frame(self) -> int:
+        """Audio samples per latent frame: the model's smallest streaming block."""
+        return self.frontend.hop * self.latent_stride
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+    def validate(self) -> "Config":
+        fe, vae, voc = self.frontend, self.vae, self.vocoder
+        if fe.n_fft < fe.hop:
+            raise ConfigError(f"frontend.n_fft ({fe.n_fft}) must be >= frontend.hop ({fe.hop})")
+        if fe.window not in ("hann", "asymmetric"):
+            raise ConfigError(f"frontend.window must be 'hann' or 'asymmetric', not {fe.window!r}")
+        if fe.window == "asymmetric" and not 0 < fe.window_fall < fe.n_fft:
+            raise ConfigError("frontend.window_fall must be between 1 and n_fft - 1 for an asymmetric window")
+        if vae.encoder_channels[0] != fe.n_mels:
+            raise ConfigError(
+                f"vae.encoder_channels[0] ({vae.encoder_channels[0]}) must equal frontend.n_mels ({fe.n_mels})"
+            )
+        if vae.encoder_channels[-1] % 2:
+            raise ConfigError("vae.encoder_channels[-1] must be even (mean and log-variance)")
+        if len(vae.encoder_strides) != len(vae.encoder_channels) - 1:
+            raise ConfigError(
+                f"vae.encoder_strides needs {len(vae.encoder_channels) - 1} entries, one per encoder layer"
+            )
+        prod = 1
+        for r in voc.ratios:
+            prod *= r
+        if prod != fe.hop:
+            raise ConfigError(f"vocoder.ratios multiply to {prod}, but frontend.hop is {fe.hop}")
+        if self.train.chunk % self.frame:
+            raise ConfigError(f"train.chunk ({self.train.chunk}) must be a multiple of the latent frame ({self.frame})")
+        return self
+
+
+_SECTIONS = {
+    "frontend": FrontendConfig,
+    "vae": VAEConfig,
+    "loudness": LoudnessConfig,
+    "vocoder": VocoderConfig,
+    "train": TrainConfig,
+}
+
+
+def _to_plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+def from_dict(d: dict[str, Any]) -> Config:
+    """Build a Config from a plain dict, naming any unknown or mistyped key."""
+    kwargs: dict[str, Any] = {}
+    for key, value in d.items():
+        if key == "name":
+            kwargs["name"] = str(value)
+            continue
+        if key not in _SECTIONS:
+            raise ConfigError(f"unknown config section {key!r}; expected one of {sorted(_SECTIONS)}")
+        cls = _SECTIONS[key]
+        if not isinstance(value, dict):
+            raise ConfigError(f"config section {key!r} must be a table of keys")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        sec: dict[str, Any] = {}
+        for k, v in value.items():
+            if k not in fields:
+                raise ConfigError(f"unknown config key {key}.{k}; expected one of {sorted(fields)}")
+            default = getattr(cls(), k)
+            sec[k] = _coerce(f"{key}.{k}", v, default)
+        kwargs[key] = cls(**sec)
+    return Config(**kwargs).validate()
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name} must be a list, got {value!r}")
+        return tuple(value)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, int) and not isinstance(default, bool):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name} must be a number, got {value!r}")
+        return float(value)
+    return value
+
+
+def _merge(base: dict, overlay: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in overlay.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+# Presets: overlays of the base (= the seed's defaults).
+PRESETS: dict[str, dict[str, Any]] = {
+    # Faithful to the seed: 24 kHz, hop 256, 128 mels, one stride-2 encoder layer,
+    # MelGAN ngf 32 with ratios 8.8.2.2 and 3 residual layers.
+    "wavae": {"name": "wavae"},
+    # Latent frame of 128 samples (5.3 ms at 24 kHz) and an asymmetric analysis
+    # window whose falling edge is one hop, so the newest samples carry weight.
+    "lowlatency": {
+        "name": "lowlatency",
+        "frontend": {"n_fft": 512, "hop": 64, "n_mels": 80, "window": "asymmetric", "window_fall": 64},
+        "vae": {"encoder_channels": [80, 256, 256, 512, 512, 512, 128, 32]},
+        "vocoder": {"ratios": [4, 4, 2, 2], "ngf": 32},
+        "train": {"chunk": 16384},
+    },
+    # Tests and CI: trains in seconds on a CPU.
+    "tiny": {
+        "name": "tiny",
+        "frontend": {"sample_rate": 16000, "n_fft": 256, "hop": 64, "n_mels": 32},
+        "vae": {"encoder_channels": [32, 32, 32, 16], "encoder_strides": [1, 2, 1]},
+        "loudness": {"n_components": 3, "n_bins": 8, "classifier_channels": 16, "adv_warmup": 20},
+        "vocoder": {"ngf": 8, "ratios": [4, 4, 4], "n_residual": 1, "disc_scales": 2,
+                    "disc_channels": 4, "disc_max_channels": 32, "disc_downsample": [4, 4]},
+        "train": {"batch": 4, "chunk": 4096, "lr": 1e-3, "vocoder_lr": 3e-4, "kl_warmup": 20,
+                  "ckpt_every": 50, "log_every": 5, "pca_batches": 4},
+    },
+}
+
+
+def resolve(preset: str = "wavae", overrides: dict[str, Any] | None = None) -> Config:
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    base = Config().to_dict()
+    merged = _merge(base, PRESETS[preset])
+    if overrides:
+        merged = _merge(merged, overrides)
+    return from_dict(merged)
