@@ -12,8 +12,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from wavae.errors import WavaeError
 
-class ConfigError(ValueError):
+
+class ConfigError(WavaeError, ValueError):
     """A config key or value is wrong; the message names it."""
 
 

@@ -1,0 +1,180 @@
+"""Training: gradient reversal, loss decrease, exact resume, DDP, NaN handling,
+reconstruction through the CLI, and clear errors for bad runs and configs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from wavae.train.checkpoint import RunError, load_run
+from wavae.train.config import ConfigError, from_dict, resolve
+from wavae.train.data import ChunkCache
+from wavae.train.loudness import grad_reverse
+from wavae.train.trainer import Trainer, TrainingDiverged
+
+ROOT = Path(__file__).resolve().parents[1]
+WAVAE = [sys.executable, "-m", "wavae"]
+
+
+@pytest.fixture(scope="module")
+def chunks(audio_dir):
+    cfg = resolve("tiny")
+    return ChunkCache.build(audio_dir, cfg.frontend.sample_rate, cfg.train.chunk).chunks
+
+
+def _trainer(run, chunks, **overrides):
+    torch.set_num_threads(1)
+    cfg = resolve("tiny", overrides or None)
+    t = Trainer(cfg, run, chunks, show_progress=False)
+    return t
+
+
+def test_gradient_reversal_flips_the_sign():
+    x = torch.randn(5, requires_grad=True)
+    (grad_reverse(x, 0.7) * torch.arange(5.0)).sum().backward()
+    assert torch.allclose(x.grad, -0.7 * torch.arange(5.0))
+    y = torch.randn(5, requires_grad=True)
+    assert torch.equal(grad_reverse(y, 0.7), y)
+
+
+def test_tiny_training_lowers_reconstruction_loss(tmp_path, chunks):
+    t = _trainer(tmp_path / "run", chunks)
+    t.start(resume=False)
+    hist = t.fit("vae", 30)["vae"]
+    first = np.mean([h["mse"] for h in hist[:5]])
+    last = np.mean([h["mse"] for h in hist[-5:]])
+    assert last < 0.8 * first, (first, last)
+
+
+def test_resume_gives_the_same_next_loss(tmp_path, chunks):
+    a = _trainer(tmp_path / "a", chunks)
+    a.start(resume=False)
+    full = a.fit("all", 8)
+    # stopped inside the VAE stage
+    b = _trainer(tmp_path / "b", chunks)
+    b.start(resume=False)
+    b.fit("vae", 5)
+    b2 = _trainer(tmp_path / "b", chunks)
+    b2.start(resume=True)
+    rest = b2.fit("all", 8)
+    assert [h["loss"] for h in rest["vae"]] == [h["loss"] for h in full["vae"][5:]]
+    assert [h["loss"] for h in rest["vocoder"]] == [h["loss"] for h in full["vocoder"]]
+    # stopped inside the vocoder stage
+    c = _trainer(tmp_path / "c", chunks)
+    c.start(resume=False)
+    c.fit("vae", 8)
+    c.fit("vocoder", 5)
+    c2 = _trainer(tmp_path / "c", chunks)
+    c2.start(resume=True)
+    rest = c2.fit("all", 8)
+    assert rest["vae"] == []
+    assert [h["loss"] for h in rest["vocoder"]] == [h["loss"] for h in full["vocoder"][5:]]
+
+
+def test_dataset_smaller_than_one_batch_still_trains(tmp_path, chunks):
+    t = _trainer(tmp_path / "small", chunks[:1])
+    t.start(resume=False)
+    hist = t.fit("vae", 3)["vae"]
+    assert len(hist) == 3 and all(np.isfinite(h["loss"]) for h in hist)
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_checkpoint(tmp_path, chunks):
+    t = _trainer(tmp_path / "nan", chunks, train={"ckpt_every": 2})
+    t.start(resume=False)
+    t.fit("vae", 2)
+    before = (tmp_path / "nan" / "checkpoint.pt").read_bytes()
+    with torch.no_grad():
+        for p in t.model.decoder.parameters():
+            p.fill_(float("nan"))
+    with pytest.raises(TrainingDiverged, match="last good checkpoint"):
+        t.fit("vae", 6)
+    assert (tmp_path / "nan" / "checkpoint.pt").read_bytes() == before
+    load_run(tmp_path / "nan")  # still loads
+
+
+def test_pca_orders_latent_by_variance(trained_tiny_run, audio_dir):
+    cfg, model, _ = load_run(trained_tiny_run, require_vocoder=True)
+    x, _ = sf.read(next(Path(audio_dir).glob("*.wav")), dtype="float32")
+    x = torch.from_numpy(x[: 40 * cfg.frame]).view(1, 1, -1)
+    with torch.no_grad():
+        z, std, loud = model.encode(x)
+    # PCA coordinates are scaled to unit variance (a knob's 1.0 is one std of that
+    # component); the ordering is in the scale, largest first
+    scale = model.pca_scale
+    assert torch.all(scale[:-1] >= scale[1:])
+    assert torch.allclose(model.pca_rotation.T @ model.pca_rotation, torch.eye(cfg.latent_dim), atol=1e-5)
+    explained = (z[0] * scale.view(-1, 1)).var(dim=1)
+    assert explained[0] >= explained[-1]
+    assert torch.all(std > 0) and torch.all((loud >= 0) & (loud <= 1))
+
+
+def test_corrupt_and_missing_runs_give_clear_errors(tmp_path, trained_tiny_run):
+    with pytest.raises(RunError, match="does not exist"):
+        load_run(tmp_path / "nope")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "config.json").write_text((trained_tiny_run / "config.json").read_text())
+    data = bytearray((trained_tiny_run / "checkpoint.pt").read_bytes())
+    (bad / "checkpoint.pt").write_bytes(bytes(data[: len(data) // 2]))
+    with pytest.raises(RunError, match="corrupt"):
+        load_run(bad)
+    (bad / "config.json").write_text("{not json")
+    with pytest.raises(RunError, match="not a valid config"):
+        load_run(bad)
+
+
+def test_bad_config_keys_are_named():
+    with pytest.raises(ConfigError, match="train.lrr"):
+        resolve("tiny", {"train": {"lrr": 1}})
+    with pytest.raises(ConfigError, match="unknown config section 'trian'"):
+        from_dict({"trian": {}})
+    with pytest.raises(ConfigError, match="vae.kernel must be an integer"):
+        resolve("tiny", {"vae": {"kernel": "five"}})
+    with pytest.raises(ConfigError, match="ratios multiply"):
+        resolve("tiny", {"vocoder": {"ratios": [4, 4]}})
+
+
+def test_reconstruct_offline_and_streaming_agree(tmp_path, trained_tiny_run, audio_dir):
+    src = tmp_path / "in.wav"
+    x = np.random.default_rng(0).standard_normal(16000 * 2 + 77).astype(np.float32) * 0.1
+    sf.write(src, x, 16000)
+    outs = []
+    for extra in ([], ["--streaming", "--block", "512"]):
+        out = tmp_path / f"out{len(extra)}.wav"
+        r = subprocess.run(WAVAE + ["reconstruct", str(trained_tiny_run), str(src), str(out)] + extra,
+                           capture_output=True, text=True, cwd=ROOT)
+        assert r.returncode == 0, r.stderr
+        y, sr = sf.read(out, dtype="float32")
+        assert sr == 16000 and len(y) == len(x) and np.all(np.isfinite(y))
+        outs.append(y)
+    assert np.abs(outs[0] - outs[1]).max() < 1e-4
+
+
+def test_train_cli_refuses_to_overwrite_and_reports_empty_data(tmp_path, trained_tiny_run):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = subprocess.run(WAVAE + ["train", "--preset", "tiny", "--data", str(empty), "--out", str(tmp_path / "r")],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "error" in r.stderr
+    r = subprocess.run(WAVAE + ["train", "--preset", "tiny", "--data", str(empty), "--out", str(trained_tiny_run)],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 1 and "--resume" in r.stderr
+
+
+def test_ddp_two_gloo_processes_train(tmp_path, audio_dir):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+           "-m", "wavae", "train", "--preset", "tiny", "--data", str(audio_dir),
+           "--out", str(tmp_path / "ddp"), "--steps", "3"]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ckpt = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)
+    assert ckpt["progress"]["vae_steps"] == 3 and ckpt["progress"]["vocoder_steps"] == 3
