@@ -178,3 +178,30 @@ def test_ddp_two_gloo_processes_train(tmp_path, audio_dir):
     assert r.returncode == 0, r.stderr[-3000:]
     ckpt = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)
     assert ckpt["progress"]["vae_steps"] == 3 and ckpt["progress"]["vocoder_steps"] == 3
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resumes(tmp_path, audio_dir):
+    import signal
+    import time
+
+    run = tmp_path / "int"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    p = subprocess.Popen(WAVAE + ["train", "--preset", "tiny", "--data", str(audio_dir), "--out", str(run),
+                                  "--steps", "100000", "--set", "train.ckpt_every=100000"],
+                         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run / "config.json").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(3.0)  # some steps in
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err[-2000:]
+    assert "checkpoint saved" in out
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    steps = ckpt["progress"]["vae_steps"]
+    assert 0 < steps < 100000
+    r = subprocess.run(WAVAE + ["train", "--data", str(audio_dir), "--out", str(run), "--resume",
+                                "--stage", "vae", "--steps", str(steps + 2)],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["progress"]["vae_steps"] == steps + 2
