@@ -14,6 +14,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
 from .streaming import (
@@ -30,6 +31,27 @@ from .streaming import (
 def _wn(layer: StreamingModule) -> StreamingModule:
     weight_norm(layer.conv)
     return layer
+
+
+def remove_weight_norm(model: nn.Module) -> int:
+    """Bake every parametrization (weight norm) into a plain parameter, in place.
+
+    Returns how many were removed.  ``parametrize.remove_parametrizations`` is not
+    used: it deletes the parametrized property from the module's *class*, and a
+    deep copy shares that class with its original, so the original model would
+    lose its ``weight``.  Here only the instance changes.
+    """
+    n = 0
+    for module in list(model.modules()):
+        if not parametrize.is_parametrized(module):
+            continue
+        values = {name: getattr(module, name).detach().clone() for name in module.parametrizations.keys()}
+        module.__class__ = type(module).__bases__[0]  # the un-parametrized class, e.g. nn.Conv1d
+        del module._modules["parametrizations"]
+        for name, value in values.items():
+            module.register_parameter(name, nn.Parameter(value))
+            n += 1
+    return n
 
 
 def _lrelu() -> Pointwise:

@@ -1,0 +1,127 @@
+"""``wavae export RUN --out BUNDLE [--precision fp32|fp16|int8] [--calibration DIR] [--block N] [--force]``
+
+Writes a device bundle (docs/bundle.md) from a training run with a trained vocoder.
+int8 is calibrated on real audio: ``--calibration DIR``, or else the training
+folder the run was trained on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from wavae.errors import WavaeError
+
+from .export import PRECISIONS
+
+CALIBRATION_FILES = 16  # files spread over the folder
+CALIBRATION_SECONDS = 8.0  # at most this much of each
+
+
+class CalibrationSourceError(WavaeError, ValueError):
+    """No calibration audio can be found."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", type=Path, help="training run directory (with a trained vocoder)")
+    parser.add_argument("--out", type=Path, required=True, help="bundle directory to write")
+    parser.add_argument("--precision", default="fp32", help=f"one of {', '.join(PRECISIONS)} (default fp32)")
+    parser.add_argument(
+        "--calibration", type=Path, default=None,
+        help="folder of real audio for int8 calibration (default: the run's training data)",
+    )
+    parser.add_argument(
+        "--block", type=int, default=None,
+        help="samples per graph call, a multiple of the latent frame (default: about 21 ms)",
+    )
+    parser.add_argument("--force", action="store_true", help="replace an existing bundle (only once the new one is complete)")
+
+
+def calibration_audio(folder: Path, sample_rate: int, files: int = CALIBRATION_FILES,
+                      seconds: float = CALIBRATION_SECONDS, show: bool = True) -> list[np.ndarray]:
+    """Up to ``files`` audio files spread evenly over ``folder``, each cut to ``seconds``."""
+    from tqdm import tqdm
+
+    from wavae.train.data import find_audio, load_audio
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CalibrationSourceError(f"calibration folder {folder} does not exist")
+    found = find_audio(folder)
+    if not found:
+        raise CalibrationSourceError(f"no audio files in {folder}; int8 needs real audio to calibrate on")
+    idx = np.unique(np.linspace(0, len(found) - 1, min(files, len(found))).round().astype(int))
+    clips = []
+    for i in tqdm(idx, desc="loading calibration audio", unit="file", disable=not show, leave=False):
+        x = load_audio(found[i], sample_rate)
+        clips.append(x[: int(seconds * sample_rate)])
+    return clips
+
+
+def main(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from wavae.train.checkpoint import load_run
+
+    from .export import check_block, check_precision, default_block, export_bundle
+    from .int8 import check_calibration_audio
+
+    check_precision(args.precision)
+    out: Path = args.out
+    if out.exists() and not args.force:
+        raise WavaeError(f"{out} already exists; pass --force to replace it")
+    cfg, model, ckpt = load_run(args.run, require_vocoder=True)
+    block = args.block if args.block is not None else default_block(cfg)
+    check_block(cfg, block)
+
+    calibration = None
+    if args.precision == "int8":
+        folder = args.calibration
+        if folder is None:
+            data_dir = ckpt.get("data_dir")
+            if not data_dir:
+                raise CalibrationSourceError(
+                    f"run {args.run} does not record its training data folder; give calibration audio with --calibration DIR"
+                )
+            folder = Path(data_dir)
+            if not folder.is_dir():
+                raise CalibrationSourceError(
+                    f"the run's training data folder {folder} is gone; give calibration audio with --calibration DIR"
+                )
+        clips = calibration_audio(folder, cfg.frontend.sample_rate)
+        calibration = check_calibration_audio(clips, block)
+
+    steps = {"fp32": 2, "fp16": 4, "int8": 5}[args.precision]
+    bar = tqdm(total=steps, desc="export", unit="step", file=sys.stderr)
+
+    def progress(msg: str) -> None:
+        bar.set_description(msg)
+        bar.update(1)
+
+    source = {
+        "run": str(args.run),
+        "vae_steps": int(ckpt.get("progress", {}).get("vae_steps", 0)),
+        "vocoder_steps": int(ckpt.get("progress", {}).get("vocoder_steps", 0)),
+    }
+    try:
+        path = export_bundle(
+            model, cfg, out, block=block, precision=args.precision, calibration=calibration,
+            source=source, force=args.force, progress=progress,
+        )
+    finally:
+        bar.close()
+    manifest = json.loads((path / "manifest.json").read_text())
+    sizes = {k: v["bytes"] for k, v in manifest["files"].items()}
+    print(json.dumps({
+        "bundle": str(path),
+        "precision": manifest["precision"],
+        "block": manifest["block"],
+        "sample_rate": manifest["sample_rate"],
+        "latency_samples": manifest["latency_samples"],
+        "bytes": sizes,
+    }, indent=2))
+    return 0

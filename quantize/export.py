@@ -1,0 +1,429 @@
+"""Export a trained model to a device bundle (docs/bundle.md).
+
+    model --fold (weight norm out, batch norm in)--> EncoderGraph / DecoderGraph
+          --torch.onnx.export, opset 17, static shapes--> encoder.onnx, decoder.onnx
+          --optional int8 (Q/DQ) or fp16 conversion--> manifest.json --rename--> BUNDLE/
+
+Each graph is one streaming step with its state as explicit inputs and outputs:
+
+    encoder: (audio, state_in_0..) -> (z_mean, z_std, loudness, state_out_0..)
+    decoder: (z, loudness, state_in_0..) -> (audio, state_out_0..)
+
+The exporter is torch's TorchScript-based one (``dynamo=False``).  torch 2.13
+defaults to the torch.export-based exporter, but that needs ``onnxscript`` and
+emits opset 18 and up, converting down only on request; the TorchScript exporter
+writes opset 17 directly, and the opset is asserted after export either way.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from wavae.errors import WavaeError
+from wavae.train.config import Config
+from wavae.train.loudness import DB_FLOOR
+from wavae.train.model import Wavae
+
+from .bundle import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    OPSET,
+    BundleError,
+    file_sha256,
+    graph_opset,
+    write_json_atomic,
+)
+from .fold import fold_model
+
+PRECISIONS = ("fp32", "fp16", "int8")
+ENCODER_FILE = "encoder.onnx"
+DECODER_FILE = "decoder.onnx"
+
+
+class ExportError(WavaeError, ValueError):
+    """The model, block, precision or destination cannot be exported as asked."""
+
+
+# ----------------------------------------------------------------------------
+# graph wrappers: flat tensors in, flat tensors out
+# ----------------------------------------------------------------------------
+class EncoderGraph(nn.Module):
+    """One encoder step: (audio, *states) -> (z_mean, z_std, loudness, *states_out)."""
+
+    def __init__(self, model: Wavae):
+        super().__init__()
+        self.model = model
+
+    def forward(self, audio: Tensor, *states: Tensor) -> tuple[Tensor, ...]:
+        (z, std, loud), out = self.model.encode_step(audio, list(states))
+        return (z, std, loud, *out)
+
+
+class DecoderGraph(nn.Module):
+    """One decoder + vocoder step: (z, loudness, *states) -> (audio, *states_out)."""
+
+    def __init__(self, model: Wavae):
+        super().__init__()
+        self.model = model
+
+    def forward(self, z: Tensor, loudness: Tensor, *states: Tensor) -> tuple[Tensor, ...]:
+        audio, out = self.model.decode_step(z, loudness, list(states))
+        return (audio, *out)
+
+
+def state_names(n: int) -> tuple[list[str], list[str]]:
+    return [f"state_in_{k}" for k in range(n)], [f"state_out_{k}" for k in range(n)]
+
+
+def graph_specs(model: Wavae, block: int) -> dict[str, dict[str, Any]]:
+    """The manifest's ``graphs`` section: I/O names, static shapes, states."""
+    frames = block // model.frame
+    d = model.latent_dim
+
+    def io(name: str, shape) -> dict[str, Any]:
+        return {"name": name, "shape": [int(s) for s in shape], "dtype": "float32"}
+
+    def states(shapes) -> list[dict[str, Any]]:
+        ins, outs = state_names(len(shapes))
+        return [
+            {"input": i, "output": o, "shape": [int(s) for s in shape], "dtype": "float32"}
+            for i, o, shape in zip(ins, outs, shapes)
+        ]
+
+    return {
+        "encoder": {
+            "file": ENCODER_FILE,
+            "inputs": [io("audio", (1, 1, block))],
+            "outputs": [io("z_mean", (1, d, frames)), io("z_std", (1, d, frames)), io("loudness", (1, 1, frames))],
+            "states": states(model.encoder_state_shapes(1)),
+        },
+        "decoder": {
+            "file": DECODER_FILE,
+            "inputs": [io("z", (1, d, frames)), io("loudness", (1, 1, frames))],
+            "outputs": [io("audio", (1, 1, block))],
+            "states": states(model.decoder_state_shapes(1)),
+        },
+    }
+
+
+# ----------------------------------------------------------------------------
+# ONNX export of one graph
+# ----------------------------------------------------------------------------
+def _export_onnx(module: nn.Module, args: tuple[Tensor, ...], inputs: list[str], outputs: list[str], path: Path) -> None:
+    import onnx
+
+    with warnings.catch_warnings():
+        # the TorchScript exporter is chosen on purpose (see the module docstring)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=inputs,
+            output_names=outputs,
+            do_constant_folding=True,
+        )
+    _fold_constants(path)
+    # record every intermediate tensor's static shape (the TensorRT checker reads them)
+    proto = onnx.shape_inference.infer_shapes(onnx.load(str(path)), check_type=True, strict_mode=True)
+    onnx.save(proto, str(path))
+    opset = graph_opset(proto)
+    if opset != OPSET:
+        raise ExportError(f"{path.name} was written with opset {opset}, not {OPSET}; the exporter misbehaved")
+    onnx.checker.check_model(proto, full_check=True)
+    names_in = [i.name for i in proto.graph.input]
+    names_out = [o.name for o in proto.graph.output]
+    if names_in != inputs or names_out != outputs:
+        raise ExportError(f"{path.name}: graph I/O {names_in} -> {names_out} is not the expected {inputs} -> {outputs}")
+    for vi in list(proto.graph.input) + list(proto.graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        if any(not d.HasField("dim_value") for d in dims):
+            raise ExportError(f"{path.name}: {vi.name} has a dynamic shape; bundles need static shapes")
+
+
+def _fold_constants(path: Path) -> None:
+    """Constant-fold with onnxruntime's basic (standard-op only) graph optimisations.
+
+    The TorchScript exporter leaves some buffer arithmetic (e.g. ``pca_rotation**2``)
+    in the graph; the basic level folds it and removes dead nodes without
+    introducing any contrib op, so the result is plain opset-17 ONNX.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    before = onnx.load(str(path))
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    tmp = path.with_suffix(".opt.onnx")
+    so.optimized_model_filepath = str(tmp)
+    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    after = onnx.load(str(tmp))
+    tmp.unlink()
+    domains = {n.domain for n in after.graph.node} - {"", "ai.onnx"}
+    if domains or graph_opset(after) != OPSET:
+        return  # keep the unoptimised graph rather than one that leaves the standard
+    after.producer_name = before.producer_name
+    after.producer_version = before.producer_version
+    onnx.save(after, str(path))
+
+
+def export_graphs(folded: Wavae, block: int, out_dir: Path, progress: Callable[[str], None] | None = None) -> dict:
+    """Write encoder.onnx and decoder.onnx of an already folded model into ``out_dir``."""
+    specs = graph_specs(folded, block)
+    frames = block // folded.frame
+    enc_states = folded.init_encoder_state(1)
+    dec_states = folded.init_decoder_state(1)
+    ein, eout = state_names(len(enc_states))
+    din, dout = state_names(len(dec_states))
+    gen = torch.Generator().manual_seed(0)
+    audio = 0.1 * torch.randn(1, 1, block, generator=gen)
+    with torch.no_grad():
+        if progress:
+            progress("exporting encoder")
+        _export_onnx(
+            EncoderGraph(folded).eval(),
+            (audio, *enc_states),
+            ["audio", *ein],
+            ["z_mean", "z_std", "loudness", *eout],
+            out_dir / ENCODER_FILE,
+        )
+        if progress:
+            progress("exporting decoder")
+        z = torch.zeros(1, folded.latent_dim, frames)
+        loud = torch.full((1, 1, frames), 0.5)
+        _export_onnx(
+            DecoderGraph(folded).eval(),
+            (z, loud, *dec_states),
+            ["z", "loudness", *din],
+            ["audio", *dout],
+            out_dir / DECODER_FILE,
+        )
+    return specs
+
+
+# ----------------------------------------------------------------------------
+# checks
+# ----------------------------------------------------------------------------
+def check_fold(model: Wavae, folded: Wavae, block: int, blocks: int = 3, tol: float = 1e-3) -> float:
+    """Stream a little noise through both models; raise if folding changed the output."""
+    gen = torch.Generator().manual_seed(1)
+    x = 0.1 * torch.randn(1, 1, block * blocks, generator=gen)
+    with torch.no_grad():
+        diff = float((model.stream(x, block) - folded.stream(x, block)).abs().max())
+    if not diff <= tol:
+        raise ExportError(f"folding weight norm / batch norm changed the model's output by {diff:.3g} (> {tol})")
+    return diff
+
+
+def default_block(cfg: Config) -> int:
+    """About 21 ms (512 samples at 24 kHz), rounded up to whole latent frames."""
+    target = round(512 * cfg.frontend.sample_rate / 24000)
+    f = cfg.frame
+    return max(1, -(-target // f)) * f
+
+
+def check_block(cfg: Config, block: int) -> None:
+    if not isinstance(block, int) or block <= 0 or block % cfg.frame:
+        raise ExportError(
+            f"block {block} is not a positive multiple of the latent frame ({cfg.frame} samples "
+            f"for preset {cfg.name!r}); try --block {default_block(cfg)}"
+        )
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ExportError(f"unsupported precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+
+
+def git_commit() -> str | None:
+    try:
+        r = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    sha = r.stdout.strip()
+    return sha if r.returncode == 0 and sha else None
+
+
+# ----------------------------------------------------------------------------
+# the bundle
+# ----------------------------------------------------------------------------
+def export_bundle(
+    model: Wavae,
+    cfg: Config,
+    out: Path,
+    *,
+    block: int,
+    precision: str = "fp32",
+    calibration: np.ndarray | None = None,
+    source: dict | None = None,
+    force: bool = False,
+    int8_activations: str = "int8",
+    progress: Callable[[str], None] | None = None,
+) -> Path:
+    """Export ``model`` to a bundle directory ``out`` (docs/bundle.md); returns ``out``.
+
+    ``calibration`` (int8 only) is real audio at the model's sample rate: one
+    signal ``[T]`` or several ``[n, T]``.  ``source`` may hold ``run`` and any
+    other provenance for the manifest.  An existing ``out`` is replaced only with
+    ``force``, and only once the new bundle is complete.  ``int8_activations``
+    is "int8" (symmetric: the Pi's ARM CPU and TensorRT) or "uint8" (the form
+    onnxruntime fuses on x86; see wavae.quantize.int8).
+    """
+    out = Path(out)
+    check_precision(precision)
+    check_block(cfg, block)
+    if model.frame != cfg.frame or model.sample_rate != cfg.frontend.sample_rate:
+        raise ExportError("the model does not match its config (frame or sample rate differ)")
+    if out.exists() and not force:
+        raise ExportError(f"{out} already exists; pass --force to replace it (it is replaced only once the new bundle is complete)")
+    if out.exists() and not (out / MANIFEST).is_file():
+        raise ExportError(f"{out} exists and is not a bundle (no {MANIFEST}); refusing to replace it even with --force")
+    if precision == "int8":
+        from .int8 import check_calibration_audio
+
+        if calibration is None:
+            raise ExportError("int8 export needs calibration audio (real audio from the training data or --calibration DIR)")
+        calibration = check_calibration_audio(calibration, block)
+    elif calibration is not None:
+        calibration = None  # only int8 calibrates
+
+    model = model.eval()
+    folded = fold_model(model)
+    fold_diff = check_fold(model, folded, block)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a bundle is meant to be copied and read
+        specs = export_graphs(folded, block, tmp, progress)
+        quant_info: dict[str, Any] | None = None
+        if precision == "int8":
+            from .int8 import quantize_bundle_graphs
+
+            quant_info = quantize_bundle_graphs(tmp, specs, calibration, activations=int8_activations, progress=progress)
+        elif precision == "fp16":
+            from .fp16 import convert_bundle_graphs
+
+            quant_info = convert_bundle_graphs(tmp, specs, progress=progress)
+        manifest = build_manifest(folded, cfg, block, precision, specs, tmp, source, quant_info)
+        manifest["export"] = {"fold_max_abs_diff": fold_diff}
+        write_json_atomic(tmp / MANIFEST, manifest)
+        _fsync_dir(tmp)
+        _install(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def build_manifest(
+    model: Wavae,
+    cfg: Config,
+    block: int,
+    precision: str,
+    specs: dict,
+    bundle_dir: Path,
+    source: dict | None,
+    quant_info: dict | None,
+) -> dict[str, Any]:
+    files = {}
+    for spec in specs.values():
+        p = bundle_dir / spec["file"]
+        files[spec["file"]] = {"sha256": file_sha256(p), "bytes": p.stat().st_size}
+    scale = model.pca_scale.detach().double().cpu().numpy()
+    src = {"run": None, "preset": cfg.name, "git_commit": git_commit()}
+    src.update(source or {})
+    src["created"] = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "sample_rate": int(model.sample_rate),
+        "block": int(block),
+        "frame": int(model.frame),
+        "latent_dim": int(model.latent_dim),
+        "latency_samples": int(model.latency),
+        "precision": precision,
+        "opset": OPSET,
+        "graphs": specs,
+        "loudness": {"frame": int(model.frame), "db_floor": float(DB_FLOOR), **model.flattener.params()},
+        # pca_scale is the per-dimension std of the training latents in PCA order
+        "pca": {"explained_variance": [float(v) for v in scale**2]},
+        # streaming state is always float32, also in int8/fp16 bundles: quantising
+        # it would let errors accumulate from block to block
+        "state_dtype": "float32",
+        "files": files,
+        "source": src,
+    }
+    if quant_info:
+        manifest["quantization"] = quant_info
+    return manifest
+
+
+def _fsync_dir(path: Path) -> None:
+    for f in path.rglob("*"):
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _install(tmp: Path, out: Path) -> None:
+    """Rename the finished ``tmp`` into place; an old bundle is moved aside first
+    and deleted only after the new one is in place."""
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".old"))
+        os.rmdir(old)
+        os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    fd = os.open(out.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+__all__ = [
+    "PRECISIONS",
+    "BundleError",
+    "DecoderGraph",
+    "EncoderGraph",
+    "ExportError",
+    "check_block",
+    "default_block",
+    "export_bundle",
+    "export_graphs",
+    "graph_specs",
+]

@@ -1,0 +1,110 @@
+"""FP16 graphs for the Jetson: weights and activations in half precision, I/O float32.
+
+``onnxruntime.transformers.float16.convert_float_to_float16`` with
+``keep_io_types=True`` converts the graphs and puts Casts at the edges, so the
+graph inputs and outputs (audio, latents, loudness and every streaming state)
+stay float32 as docs/bundle.md requires.  The state is rounded to half
+precision inside the graph, as any fp16 activation is.
+
+The encoder's mel front-end and loudness measurement stay float32: the power
+spectrum and the RMS power span more than fp16's range (quiet blocks underflow
+to zero, then the log saturates).  Everything from the first VAE convolution on
+is fp16.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from wavae.errors import WavaeError
+
+from .bundle import OPSET, graph_opset
+from .int8 import _first_downstream, frontend_nodes
+
+
+def fp32_encoder_nodes(proto) -> list[str]:
+    """Encoder nodes that are not downstream of the first convolution after the
+    mel front-end: the STFT, mel, log, normalisation and loudness path."""
+    fe = frontend_nodes(proto)
+    if len(fe) < 2:
+        return []
+    mel = next(n for n in proto.graph.node if n.name == fe[1])
+    vae_conv = _first_downstream(proto, list(mel.output), "Conv")
+    if vae_conv is None:
+        return []
+    downstream = {id(vae_conv)}
+    consumers: dict[str, list[Any]] = {}
+    for n in proto.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    frontier = list(vae_conv.output)
+    while frontier:
+        for n in consumers.get(frontier.pop(), []):
+            if id(n) not in downstream:
+                downstream.add(id(n))
+                frontier.extend(n.output)
+    return [n.name for n in proto.graph.node if id(n) not in downstream]
+
+
+def convert_graph(path: Path, keep_fp32: list[str]) -> None:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    proto = onnx.load(str(path))
+    half = convert_float_to_float16(proto, keep_io_types=True, node_block_list=keep_fp32)
+    _toposort(half.graph)  # the converter appends its Casts at the end of the node list
+    if graph_opset(half) != OPSET:
+        raise WavaeError(f"fp16 {path.name} came out with opset {graph_opset(half)}, not {OPSET}")
+    for vi in list(half.graph.input) + list(half.graph.output):
+        if vi.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+            raise WavaeError(f"fp16 {path.name}: I/O {vi.name} is not float32")
+    onnx.checker.check_model(half)
+    onnx.save(half, str(path))
+
+
+def _toposort(graph) -> None:
+    """Reorder ``graph.node`` so every node comes after the producers of its inputs."""
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending = list(graph.node)
+    ordered = []
+    while pending:
+        rest = []
+        for n in pending:
+            if all(i in available for i in n.input):
+                ordered.append(n)
+                available.update(n.output)
+            else:
+                rest.append(n)
+        if len(rest) == len(pending):
+            raise WavaeError(f"fp16 graph has a cycle or a dangling input at {rest[0].name}")
+        pending = rest
+    copies = [type(n)() for n in ordered]
+    for c, n in zip(copies, ordered):
+        c.CopyFrom(n)
+    del graph.node[:]
+    graph.node.extend(copies)
+
+
+def convert_bundle_graphs(
+    bundle_dir: Path, specs: dict, progress: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """Convert the fp32 graphs in ``bundle_dir`` (being written) to fp16 in place.
+    Returns the manifest's ``quantization`` section."""
+    import onnx
+
+    kept: dict[str, list[str]] = {}
+    for g, spec in specs.items():
+        if progress:
+            progress(f"converting {g} to fp16")
+        path = Path(bundle_dir) / spec["file"]
+        keep = fp32_encoder_nodes(onnx.load(str(path))) if g == "encoder" else []
+        kept[g] = keep
+        convert_graph(path, keep)
+    return {
+        "scheme": "onnxruntime.transformers.float16, keep_io_types",
+        "weights": "float16",
+        "activations": "float16",
+        "float_nodes": kept,
+        "state": "float32 I/O (rounded to float16 inside the graph)",
+    }
