@@ -104,6 +104,13 @@ def load_run(run: Path, require_vocoder: bool = False):
     cfg = read_config(run)
     ckpt = load_checkpoint(run)
     model = build_model(cfg)
+    if "pruned_widths" in ckpt:  # a `wavae prune` run: shrink to its saved widths first
+        from .widths import PruneError, apply_widths
+
+        try:
+            apply_widths(model, ckpt["pruned_widths"])
+        except PruneError as e:
+            raise RunError(f"pruned run {run} does not fit its config: {e}") from e
     try:
         model.load_state_dict(ckpt["model"])
     except (KeyError, RuntimeError) as e:
