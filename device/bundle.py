@@ -1,0 +1,261 @@
+"""Reading a bundle on the device (docs/bundle.md, format version 1), without torch.
+
+``load_bundle(path)`` checks the manifest's format and version, every field the
+engine relies on, the graphs' I/O and state names, and each file's size and
+sha256, then returns a ``Bundle``.  Anything wrong raises ``BundleError`` with a
+message that says what to do (re-export, re-copy, upgrade).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wavae.errors import WavaeError
+
+FORMAT = "wavae-bundle"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+PRECISIONS = ("fp32", "fp16", "int8")
+GRAPH_IO = {
+    "encoder": (["audio"], ["z_mean", "z_std", "loudness"]),
+    "decoder": (["z", "loudness"], ["audio"]),
+}
+
+
+class BundleError(WavaeError, ValueError):
+    """A bundle is missing, damaged, of an unknown version, or does not fit this device."""
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+
+@dataclass(frozen=True)
+class StateInfo:
+    input: str
+    output: str
+    shape: tuple[int, ...]
+    dtype: str
+
+
+@dataclass(frozen=True)
+class GraphInfo:
+    name: str
+    file: Path
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    states: tuple[StateInfo, ...]
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs] + [s.input for s in self.states]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs] + [s.output for s in self.states]
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+    manifest: dict[str, Any]
+    sample_rate: int
+    block: int
+    frame: int
+    latent_dim: int
+    latency_samples: int
+    precision: str
+    graphs: dict[str, GraphInfo]
+
+    @property
+    def frames_per_block(self) -> int:
+        return self.block // self.frame
+
+    def graph(self, name: str) -> GraphInfo:
+        if name not in self.graphs:
+            raise BundleError(f"bundle {self.path} has no graph {name!r}; it has {sorted(self.graphs)}")
+        return self.graphs[name]
+
+    def engine_file(self, name: str, precision: str | None = None) -> Path:
+        """Where the TensorRT plan of graph ``name`` at ``precision`` (default: the bundle's)
+        lives: ``engines/<graph>.<precision>.plan``, built on the Jetson by ``wavae engine``."""
+        return self.path / "engines" / f"{name}.{precision or self.precision}.plan"
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def _damaged(where: str, what: str) -> BundleError:
+    return BundleError(f"{where}: {what}; the bundle is damaged or from another tool, re-export it with `wavae export`")
+
+
+def _int_field(m: dict, key: str, where: str, minimum: int = 1) -> int:
+    v = m.get(key)
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        raise _damaged(where, f"field {key!r} must be an integer >= {minimum}, got {v!r}")
+    return v
+
+
+def _shape(v: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(v, list) or not v or any(isinstance(d, bool) or not isinstance(d, int) or d <= 0 for d in v):
+        raise _damaged(where, f"shape must be a list of positive integers, got {v!r}")
+    return tuple(v)
+
+
+def _tensor(v: Any, where: str) -> TensorInfo:
+    if not isinstance(v, dict) or not isinstance(v.get("name"), str):
+        raise _damaged(where, f"each tensor needs a name, shape and dtype, got {v!r}")
+    dtype = v.get("dtype", "float32")
+    if dtype != "float32":
+        raise _damaged(where, f"tensor {v['name']!r} has dtype {dtype!r}; bundle graph I/O is always float32")
+    return TensorInfo(v["name"], _shape(v.get("shape"), f"{where}, {v['name']}"), dtype)
+
+
+def _graph(bundle: Path, name: str, spec: Any, manifest_path: Path) -> GraphInfo:
+    where = f"{manifest_path} graph {name!r}"
+    if not isinstance(spec, dict):
+        raise _damaged(where, "is not an object")
+    file = spec.get("file")
+    if not isinstance(file, str) or Path(file).is_absolute() or ".." in Path(file).parts:
+        raise _damaged(where, f"'file' must name a file inside the bundle, got {file!r}")
+    for key in ("inputs", "outputs", "states"):
+        if not isinstance(spec.get(key), list):
+            raise _damaged(where, f"{key!r} must be a list")
+    inputs = tuple(_tensor(t, where) for t in spec["inputs"])
+    outputs = tuple(_tensor(t, where) for t in spec["outputs"])
+    want_in, want_out = GRAPH_IO[name]
+    if [t.name for t in inputs] != want_in or [t.name for t in outputs] != want_out:
+        raise _damaged(
+            where,
+            f"I/O {[t.name for t in inputs]} -> {[t.name for t in outputs]} is not the format-1 {want_in} -> {want_out}",
+        )
+    states = []
+    for k, s in enumerate(spec["states"]):
+        if not isinstance(s, dict):
+            raise _damaged(where, f"state {k} is not an object")
+        if s.get("input") != f"state_in_{k}" or s.get("output") != f"state_out_{k}":
+            raise _damaged(
+                where, f"state {k} is named {s.get('input')!r}/{s.get('output')!r}, not state_in_{k}/state_out_{k}"
+            )
+        if s.get("dtype", "float32") != "float32":
+            raise _damaged(where, f"state {k} has dtype {s.get('dtype')!r}; streaming state is always float32")
+        states.append(StateInfo(s["input"], s["output"], _shape(s.get("shape"), f"{where} state {k}"), "float32"))
+    return GraphInfo(name, bundle / file, inputs, outputs, tuple(states))
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """Parse ``manifest.json`` and check its format and version (not the files)."""
+    bundle = Path(path)
+    if not bundle.exists():
+        raise BundleError(f"bundle {bundle} does not exist; export one with `wavae export` and copy it to this device")
+    if not bundle.is_dir():
+        raise BundleError(f"bundle {bundle} is not a directory; a bundle is the folder `wavae export` writes")
+    mpath = bundle / MANIFEST
+    if not mpath.is_file():
+        raise BundleError(f"{bundle} is not a bundle: it has no {MANIFEST}; re-export it with `wavae export`")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BundleError(f"{mpath} is not valid JSON ({e}); the bundle is damaged, re-export or re-copy it") from e
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise BundleError(f"{mpath} has format {got!r}, not {FORMAT!r}: this is not a wavae bundle")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BundleError(
+            f"{bundle} is bundle format version {version!r}, but this wavae reads version {FORMAT_VERSION}; "
+            f"re-export the bundle with the wavae version installed here, or update wavae on this device"
+        )
+    return manifest
+
+
+def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
+    """Read and check a bundle; ``verify=False`` skips the sha256 pass (sizes are still checked)."""
+    bundle = Path(path)
+    manifest = read_manifest(bundle)
+    mpath = bundle / MANIFEST
+    where = str(mpath)
+    sample_rate = _int_field(manifest, "sample_rate", where)
+    block = _int_field(manifest, "block", where)
+    frame = _int_field(manifest, "frame", where)
+    latent_dim = _int_field(manifest, "latent_dim", where)
+    latency = _int_field(manifest, "latency_samples", where, minimum=0)
+    if block % frame:
+        raise _damaged(where, f"block {block} is not a multiple of the latent frame {frame}")
+    precision = manifest.get("precision")
+    if precision not in PRECISIONS:
+        raise BundleError(
+            f"{where}: precision {precision!r} is not one this wavae runs ({', '.join(PRECISIONS)}); "
+            f"re-export the bundle or update wavae"
+        )
+    graphs_spec = manifest.get("graphs")
+    if not isinstance(graphs_spec, dict) or set(GRAPH_IO) - set(graphs_spec):
+        raise _damaged(where, f"'graphs' must hold {sorted(GRAPH_IO)}")
+    graphs = {g: _graph(bundle, g, graphs_spec[g], mpath) for g in GRAPH_IO}
+    frames = block // frame
+    enc, dec = graphs["encoder"], graphs["decoder"]
+    expect = {
+        ("encoder", "audio"): (1, 1, block),
+        ("encoder", "z_mean"): (1, latent_dim, frames),
+        ("encoder", "z_std"): (1, latent_dim, frames),
+        ("encoder", "loudness"): (1, 1, frames),
+        ("decoder", "z"): (1, latent_dim, frames),
+        ("decoder", "loudness"): (1, 1, frames),
+        ("decoder", "audio"): (1, 1, block),
+    }
+    for g in (enc, dec):
+        for t in g.inputs + g.outputs:
+            want = expect[(g.name, t.name)]
+            if t.shape != want:
+                raise _damaged(
+                    where, f"{g.name} tensor {t.name!r} has shape {list(t.shape)}, expected {list(want)} for block {block}"
+                )
+    _check_files(bundle, manifest, graphs, verify)
+    return Bundle(bundle, manifest, sample_rate, block, frame, latent_dim, latency, precision, graphs)
+
+
+def _check_files(bundle: Path, manifest: dict, graphs: dict[str, GraphInfo], verify: bool) -> None:
+    files = manifest.get("files")
+    mpath = bundle / MANIFEST
+    if not isinstance(files, dict) or not files:
+        raise _damaged(str(mpath), "'files' lists no checksums")
+    for g in graphs.values():
+        rel = g.file.relative_to(bundle).as_posix()
+        if rel not in files:
+            raise _damaged(str(mpath), f"graph {g.name!r} file {rel!r} has no entry in 'files'")
+    for name, entry in files.items():
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise _damaged(str(mpath), f"'files' names a path outside the bundle: {name!r}")
+        if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+            raise _damaged(str(mpath), f"'files' entry {name!r} has no sha256")
+        p = bundle / name
+        if not p.is_file():
+            raise BundleError(f"{bundle} is missing {name}; the bundle is incomplete, re-copy or re-export it")
+        size = p.stat().st_size
+        if "bytes" in entry and size != entry["bytes"]:
+            raise BundleError(
+                f"{p} is {size} bytes but the manifest says {entry['bytes']}: the file is damaged or truncated; "
+                f"re-copy or re-export the bundle"
+            )
+        if verify:
+            digest = file_sha256(p)
+            if digest != entry["sha256"]:
+                raise BundleError(
+                    f"{p} fails its checksum (sha256 {digest[:12]}..., manifest says {entry['sha256'][:12]}...): "
+                    f"the file is damaged; re-copy or re-export the bundle"
+                )

@@ -1,0 +1,497 @@
+"""The engine: device periods in, device periods out, the model in between.
+
+    period [P, ch_in] @ device rate
+      -> input guard (NaN/Inf -> zeros, counted) -> clip to +-4 -> mono
+      -> resampler (device -> model rate) -> input FIFO
+      -> per model block: + feedback -> encoder -> latent controls -> decoder
+                          -> NaN guard -> output gain -> soft limiter
+                          -> feedback shaper (band-pass, gain, DC blocker, limiter) -> next block
+                          -> resampler (model -> device rate) -> output FIFO
+      -> P frames out of the output FIFO -> soft limiter -> channels [P, ch_out]
+
+The output FIFO starts with ``prefill`` zeros: the smallest amount for which
+it never runs dry, found by running the resamplers' and blocks' sample counts
+over a full cycle at construction.  A file run therefore returns
+``out[t] = model(in)[t - prefill]`` exactly, and the live loop gets the same
+samples, a period at a time.
+
+Latency (``latency()``): the engine's part of the round trip is
+``period + prefill`` device samples (one period captured before ``process`` is
+called, then the FIFO).  That is split into the resamplers' filter delays, the
+model's algorithmic latency (one latent frame) and the rest, buffering (a
+model block longer than a frame, period/block misalignment).  The live loop's
+ALSA buffer comes on top and is reported by it.
+
+Controls are read once per model block from ``Controls.snapshot`` (a reference
+load; no lock) and smoothed per latent frame with a one-pole filter whose time
+constant is the ``smoothing`` control.  Switches (freeze, loudness source,
+generative) are crossfades of the same kind, so nothing clicks.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+import numpy as np
+
+from wavae.errors import WavaeError
+
+from .backends import Backend
+from .bundle import Bundle
+from .controls import Controls, ControlSnapshot
+from .dsp import FeedbackShaper, one_pole_coefficient, soft_limit
+from .fifo import Fifo
+from .resample import PolyphaseResampler, ResampleError, make_resampler
+
+log = logging.getLogger("wavae.device.engine")
+
+DEVICE_RATES = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000)
+MODEL_RATE_RANGE = (8000, 96000)
+MAX_RATE_RATIO = 6.0
+MAX_BLOCK_SECONDS = 1.0
+MAX_PERIOD = 16384
+INPUT_CLIP = 4.0  # input samples beyond +-4 full scale are clipped (nothing real gets there)
+OUTPUT_KNEE, OUTPUT_CEILING = 0.9, 1.0
+
+# smoothed scalars, after the latent_dim bias entries
+_SCALARS = ("scale", "noise", "loudness", "freeze", "manual", "generative", "fb_gain", "fb_logf", "fb_q", "out_gain")
+
+
+class EngineError(WavaeError, ValueError):
+    """The engine cannot serve this bundle / device combination, or was fed the wrong shape."""
+
+
+def check_servable(bundle: Bundle, device_rate: int, period: int, channels_in: int, channels_out: int) -> None:
+    """Raise EngineError unless the engine can run ``bundle`` at this device setting."""
+    lo, hi = MODEL_RATE_RANGE
+    sr = bundle.sample_rate
+    if not lo <= sr <= hi:
+        raise EngineError(
+            f"bundle {bundle.path} runs at {sr} Hz; the engine serves models at {lo}-{hi} Hz: "
+            f"export a bundle from a model trained at a standard rate"
+        )
+    if isinstance(device_rate, bool) or not isinstance(device_rate, int) or device_rate not in DEVICE_RATES:
+        raise EngineError(
+            f"device rate {device_rate!r} Hz is not supported; use one of {', '.join(map(str, DEVICE_RATES))}"
+        )
+    ratio = max(device_rate / sr, sr / device_rate)
+    g = math.gcd(device_rate, sr)
+    if ratio > MAX_RATE_RATIO or max(device_rate // g, sr // g) > 1024:
+        raise EngineError(
+            f"cannot serve a {sr} Hz bundle at a device rate of {device_rate} Hz (ratio {ratio:.2f}, "
+            f"{device_rate // g}:{sr // g}); run the device at a rate closer to the model's, e.g. "
+            f"{min(DEVICE_RATES, key=lambda r: abs(r - sr))} Hz"
+        )
+    if bundle.block > MAX_BLOCK_SECONDS * sr:
+        raise EngineError(
+            f"bundle block {bundle.block} samples is {bundle.block / sr:.2f} s at {sr} Hz, too long for live use; "
+            f"re-export with a smaller --block"
+        )
+    if isinstance(period, bool) or not isinstance(period, int) or not 1 <= period <= MAX_PERIOD:
+        raise EngineError(f"period must be a whole number of frames between 1 and {MAX_PERIOD}, got {period!r}")
+    for what, ch in (("input", channels_in), ("output", channels_out)):
+        if ch not in (1, 2):
+            raise EngineError(f"{what} channels must be 1 (mono) or 2 (stereo), got {ch!r}")
+
+
+def simulate_prefill(rs_in, rs_out, period: int, block: int, calls: int) -> tuple[int, int, int]:
+    """Run the sample counts of the pipeline over ``calls`` periods through fresh resamplers.
+
+    Returns (prefill, max output FIFO level, max input FIFO level): the fewest
+    output-FIFO zeros for which ``process`` never runs short, and the levels the
+    FIFOs reach with that prefill.
+    """
+    zeros_p = np.zeros(period, np.float32)
+    zeros_b = np.zeros(block, np.float32)
+    in_level = 0
+    produced = 0
+    need = 0
+    deficit = 0
+    max_in = 0
+    levels = []
+    for _ in range(calls):
+        in_level += rs_in.process(zeros_p).shape[0]
+        max_in = max(max_in, in_level)
+        while in_level >= block:
+            in_level -= block
+            produced += rs_out.process(zeros_b).shape[0]
+        need += period
+        deficit = max(deficit, need - produced)
+        levels.append(produced - need)
+    prefill = max(0, deficit)
+    max_out = prefill + max(levels) + period  # level just after the blocks of a call, before the read
+    return prefill, max_out, max_in
+
+
+class Engine:
+    """See the module docstring.  One instance per stream, called from one thread.
+
+    The engine uses the backend's preallocated input and state buffers: give each
+    running engine its own backend (engines made one after the other may share one).
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        backend: Backend,
+        *,
+        device_rate: int,
+        period: int,
+        channels_in: int = 1,
+        channels_out: int = 1,
+        controls: Controls | None = None,
+        resampler: str = "polyphase",
+        seed: int = 0,
+    ):
+        check_servable(bundle, device_rate, period, channels_in, channels_out)
+        self.bundle, self.backend = bundle, backend
+        self.device_rate, self.period = int(device_rate), int(period)
+        self.channels_in, self.channels_out = channels_in, channels_out
+        self.model_rate, self.block, self.frame = bundle.sample_rate, bundle.block, bundle.frame
+        self.latent_dim = D = bundle.latent_dim
+        self.frames_per_block = bundle.block // bundle.frame
+        if controls is None:
+            controls = Controls(D)
+        elif controls.latent_dim != D:
+            raise EngineError(f"the controls have {controls.latent_dim} bias dimensions but the bundle's latent has {D}")
+        self.controls = controls
+        self.seed = seed
+        self.resampler_kind = resampler
+        try:
+            self._rs_in = make_resampler(self.device_rate, self.model_rate, self.period, resampler)
+            self._rs_out = make_resampler(self.model_rate, self.device_rate, self.block, resampler)
+        except ResampleError as e:
+            raise EngineError(str(e)) from e
+
+        # buffering: the exact prefill over two joint cycles of periods, blocks and resampler phases
+        sim_in = make_resampler(self.device_rate, self.model_rate, self.period, resampler)
+        sim_out = make_resampler(self.model_rate, self.device_rate, self.block, resampler)
+        self.prefill, max_out, max_in = simulate_prefill(sim_in, sim_out, self.period, self.block,
+                                                         self._simulation_calls())
+        # the resamplers' delay in device samples (soxr's: its average pending output over the run)
+        self._resampler_delay = sim_in.delay * self.device_rate / self.model_rate + sim_out.delay
+        self._in_fifo = Fifo(max_in + self.block + 64)
+        self._out_fifo = Fifo(max_out + self.period + 64)
+
+        # preallocated buffers
+        P, B, nf = self.period, self.block, self.frames_per_block
+        self._mono = np.zeros(P, np.float32)
+        self._out_mono = np.zeros(P, np.float32)
+        self._work_p = np.zeros(P, np.float32)
+        self._enc_in = backend.input_buffers("encoder")
+        self._enc_audio = self._enc_in["audio"].reshape(B)
+        self._dec_in = backend.input_buffers("decoder")
+        self._dec_z = self._dec_in["z"].reshape(D, nf)
+        self._dec_loud = self._dec_in["loudness"].reshape(nf)
+        self._y = np.zeros(B, np.float32)
+        self._work_b = np.zeros(B, np.float32)
+        self._fb_buf = np.zeros(B, np.float32)
+        self._ramp = (np.arange(1, B + 1, dtype=np.float32) / B).astype(np.float32)
+        self._eps = np.zeros(D, np.float32)
+        self._zsrc = np.zeros(D, np.float32)
+        self._std_src = np.zeros(D, np.float32)
+        self._z = np.zeros(D, np.float32)
+        self._held_z = np.zeros(D, np.float32)
+        self._held_std = np.zeros(D, np.float32)
+        self._held_loud = 0.0
+        self._enc_z = np.zeros((D, nf), np.float32)
+        self._enc_std = np.zeros((D, nf), np.float32)
+        self._enc_loud = np.zeros(nf, np.float32)
+        n = D + len(_SCALARS)
+        self._S = np.zeros(n, np.float64)  # smoothed control values
+        self._T = np.zeros(n, np.float64)  # their targets
+        self._dS = np.zeros(n, np.float64)
+        self._idx = {k: D + i for i, k in enumerate(_SCALARS)}
+        self._fb = FeedbackShaper(self.model_rate, B)
+        self._frame_s = self.frame / self.model_rate
+        self._out_gain_prev = 1.0
+
+        self.stats = {
+            "periods": 0,
+            "blocks": 0,
+            "nan_resets": 0,
+            "nonfinite_input_periods": 0,
+            "fifo_underruns": 0,
+            "generative_blocks": 0,
+        }
+        self._nan_logged = False
+        self._underrun_logged = False
+        self.block_times = np.zeros(4096, np.float64)  # seconds per model block (ring)
+        self._n_timed = 0
+        self.reset()
+
+    # ------------------------------------------------------------------ set-up
+    def _simulation_calls(self) -> int:
+        g = math.gcd(self.device_rate, self.model_rate)
+        l_in, m_in = self.model_rate // g, self.device_rate // g
+        cycle = math.lcm(self.period, m_in * self.block // math.gcd(self.block, l_in))
+        calls = 2 * cycle // self.period + 64
+        if not isinstance(self._rs_in, PolyphaseResampler):
+            calls = max(calls, 4 * self.device_rate // self.period)  # soxr blocks internally
+        return min(calls, 50000)
+
+    def reset(self) -> None:
+        """Zero the model state, filters, FIFOs and smoothing; re-prime the output FIFO."""
+        self._enc_state = self.backend.init_state("encoder")
+        self._dec_state = self.backend.init_state("decoder")
+        self._rs_in.reset()
+        self._rs_out.reset()
+        self._in_fifo.clear()
+        self._out_fifo.clear()
+        self._out_fifo.write_zeros(self.prefill)
+        self._fb.reset()
+        self._fb_buf.fill(0.0)
+        self._held_z.fill(0.0)
+        self._held_std.fill(0.0)
+        self._held_loud = 0.0
+        self._snap: ControlSnapshot | None = None
+        self._fresh = True
+        self._rng = np.random.default_rng(self.seed)
+        self._device_frames = 0  # device frames taken in since the reset
+        self._model_pos = 0  # model-rate samples consumed as blocks
+        self._mute_until = 0  # blocks starting before this model position are muted
+
+    def _reset_model(self) -> None:
+        self._enc_state = self.backend.init_state("encoder")
+        self._dec_state = self.backend.init_state("decoder")
+        self._fb.reset()
+        self._fb_buf.fill(0.0)
+        self._held_z.fill(0.0)
+        self._held_std.fill(0.0)
+        self._held_loud = 0.0
+
+    def _guard_event(self, what: str) -> None:
+        self.stats["nan_resets"] += 1
+        if not self._nan_logged:
+            self._nan_logged = True
+            log.warning(
+                "%s: muted, model state reset (logged once; see stats['nan_resets'] for the count)", what
+            )
+
+    # ---------------------------------------------------------------- controls
+    def _retarget(self, snap: ControlSnapshot) -> None:
+        T, ix = self._T, self._idx
+        T[: self.latent_dim] = snap.bias
+        T[ix["scale"]] = snap.scale
+        T[ix["noise"]] = snap.noise
+        T[ix["loudness"]] = snap.loudness
+        T[ix["freeze"]] = 1.0 if snap.freeze else 0.0
+        T[ix["manual"]] = 1.0 if snap.loudness_source == "manual" else 0.0
+        T[ix["generative"]] = 1.0 if snap.generative else 0.0
+        T[ix["fb_gain"]] = snap.feedback_gain
+        T[ix["fb_logf"]] = math.log(snap.feedback_freq)
+        T[ix["fb_q"]] = snap.feedback_q
+        T[ix["out_gain"]] = snap.output_gain
+        self._a = one_pole_coefficient(snap.smoothing, self._frame_s)
+        self._snap = snap
+        if self._fresh:
+            self._S[:] = T
+            self._out_gain_prev = snap.output_gain
+            self._fresh = False
+
+    def _smooth_step(self) -> None:
+        S, dS = self._S, self._dS
+        np.subtract(self._T, S, out=dS)
+        dS *= 1.0 - self._a
+        S += dS
+        ix = self._idx
+        for k in ("freeze", "manual", "generative"):  # crossfades land exactly on 0 or 1
+            i = ix[k]
+            if abs(self._T[i] - S[i]) < 1e-4:
+                S[i] = self._T[i]
+
+    # ------------------------------------------------------------------ blocks
+    def _run_block(self) -> None:
+        t0 = time.perf_counter()
+        snap = self.controls.snapshot
+        if snap is not self._snap:
+            self._retarget(snap)
+        D, nf = self.latent_dim, self.frames_per_block
+        S, T, ix = self._S, self._T, self._idx
+        x = self._enc_audio
+        self._in_fifo.read_into(x)
+        block_start = self._model_pos
+        self._model_pos += self.block
+        if self._fb.gain > 0.0 or T[ix["fb_gain"]] > 0.0 or self._fb.active:
+            x += self._fb_buf
+
+        skip_encoder = S[ix["generative"]] == 1.0 and T[ix["generative"]] == 1.0
+        if skip_encoder:
+            self.stats["generative_blocks"] += 1
+            self._enc_z.fill(0.0)
+            self._enc_std.fill(0.0)
+            self._enc_loud.fill(0.0)
+        else:
+            outs, self._enc_state = self.backend.process("encoder", self._enc_in, self._enc_state)
+            np.copyto(self._enc_z, outs["z_mean"].reshape(D, nf))
+            np.copyto(self._enc_std, outs["z_std"].reshape(D, nf))
+            np.copyto(self._enc_loud, outs["loudness"].reshape(nf))
+
+        z, zsrc, stdsrc = self._z, self._zsrc, self._std_src
+        for j in range(nf):
+            self._smooth_step()
+            zl, sl, ll = self._enc_z[:, j], self._enc_std[:, j], float(self._enc_loud[j])
+            m_f = S[ix["freeze"]]
+            if T[ix["freeze"]] == 0.0 and m_f == 0.0:  # not frozen: the hold tracks the input
+                np.copyto(self._held_z, zl)
+                np.copyto(self._held_std, sl)
+                self._held_loud = ll
+            if m_f == 0.0:
+                np.copyto(zsrc, zl)
+                np.copyto(stdsrc, sl)
+                loud = ll
+            else:  # crossfade live -> held
+                np.multiply(zl, 1.0 - m_f, out=zsrc)
+                zsrc += m_f * self._held_z
+                np.multiply(sl, 1.0 - m_f, out=stdsrc)
+                stdsrc += m_f * self._held_std
+                loud = (1.0 - m_f) * ll + m_f * self._held_loud
+            # z = scale * z + bias + noise * std * eps
+            np.multiply(zsrc, S[ix["scale"]], out=z)
+            z += S[:D]
+            noise = S[ix["noise"]]
+            m_g = S[ix["generative"]]
+            if noise > 0.0 or m_g > 0.0:
+                self._rng.standard_normal(D, dtype=np.float32, out=self._eps)
+            if noise > 0.0:
+                np.multiply(stdsrc, self._eps, out=zsrc)  # zsrc is free now
+                zsrc *= noise
+                z += zsrc
+            m_l = S[ix["manual"]]
+            manual = S[ix["loudness"]]
+            loud = (1.0 - m_l) * loud + m_l * manual
+            if m_g > 0.0:  # generative: z = bias + noise * N(0, 1), manual loudness
+                z *= 1.0 - m_g
+                np.multiply(self._eps, noise * m_g, out=zsrc)
+                zsrc += m_g * S[:D]
+                z += zsrc
+                loud = (1.0 - m_g) * loud + m_g * manual
+            self._dec_z[:, j] = z
+            self._dec_loud[j] = loud
+
+        outs, self._dec_state = self.backend.process("decoder", self._dec_in, self._dec_state)
+        y = self._y
+        np.copyto(y, outs["audio"].reshape(self.block))
+        if block_start < self._mute_until:
+            y.fill(0.0)
+        elif not math.isfinite(float(np.dot(y, y))) or not math.isfinite(float(self._dec_z.sum())):
+            y.fill(0.0)
+            self._reset_model()
+            self._guard_event("non-finite audio from the model")
+
+        # output gain, ramped across the block, then the soft limiter
+        g0, g1 = self._out_gain_prev, float(S[ix["out_gain"]])
+        if g0 != 1.0 or g1 != 1.0:
+            np.multiply(self._ramp, g1 - g0, out=self._work_b)
+            self._work_b += g0
+            y *= self._work_b
+        self._out_gain_prev = g1
+        soft_limit(y, OUTPUT_KNEE, OUTPUT_CEILING, y, self._work_b)
+
+        # feedback: shaped now, mixed into the next block
+        fb_gain = float(S[ix["fb_gain"]])
+        if fb_gain > 0.0 or self._fb.gain > 0.0 or self._fb.active:
+            self._fb.set_filter(math.exp(S[ix["fb_logf"]]), float(S[ix["fb_q"]]))
+            self._fb.process(y, fb_gain, self._fb_buf)
+
+        self._out_fifo.write(self._rs_out.process(y))
+        self.stats["blocks"] += 1
+        self.block_times[self._n_timed % self.block_times.size] = time.perf_counter() - t0
+        self._n_timed += 1
+
+    # ----------------------------------------------------------------- periods
+    def process(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """One device period: ``x`` float32 [period, channels_in] -> [period, channels_out].
+
+        Writes into ``out`` when given (no allocation), else returns a new array.
+        """
+        P = self.period
+        if x.ndim == 1 and self.channels_in == 1:
+            x = x.reshape(P, 1) if x.shape[0] == P else x
+        if x.shape != (P, self.channels_in):
+            raise EngineError(f"process() takes [{P}, {self.channels_in}] frames, got {list(x.shape)}")
+        mono = self._mono
+        if self.channels_in == 1:
+            np.copyto(mono, x[:, 0], casting="same_kind")
+        else:
+            np.add(x[:, 0], x[:, 1], out=mono, casting="same_kind")
+            mono *= 0.5
+        if not math.isfinite(float(np.dot(mono, mono))):
+            mono.fill(0.0)
+            self.stats["nonfinite_input_periods"] += 1
+            self._reset_model()
+            # mute every block this period's samples reach, including the resampler's spread of them
+            spread = 0 if self.device_rate == self.model_rate else math.ceil(self._rs_in.delay) + 1
+            end = math.ceil((self._device_frames + P) * self.model_rate / self.device_rate) + spread
+            self._mute_until = max(self._mute_until, end)
+            self._guard_event("NaN/Inf in the input")
+        np.clip(mono, -INPUT_CLIP, INPUT_CLIP, out=mono)
+
+        self._in_fifo.write(self._rs_in.process(mono))
+        self._device_frames += P
+        while len(self._in_fifo) >= self.block:
+            self._run_block()
+
+        o = self._out_mono
+        have = len(self._out_fifo)
+        if have >= P:
+            self._out_fifo.read_into(o)
+        else:  # cannot happen with the simulated prefill; never crash the audio path over it
+            o.fill(0.0)
+            self._out_fifo.read_into(o[:have])
+            self.stats["fifo_underruns"] += 1
+            if not self._underrun_logged:
+                self._underrun_logged = True
+                log.warning("engine output FIFO ran short by %d samples (counted in stats['fifo_underruns'])", P - have)
+        soft_limit(o, OUTPUT_KNEE, OUTPUT_CEILING, o, self._work_p)
+        if out is None:
+            out = np.empty((P, self.channels_out), np.float32)
+        elif out.shape != (P, self.channels_out):
+            raise EngineError(f"out must be [{P}, {self.channels_out}], got {list(out.shape)}")
+        for c in range(self.channels_out):
+            out[:, c] = o
+        self.stats["periods"] += 1
+        return out
+
+    # ----------------------------------------------------------------- reports
+    def decoder_input(self) -> tuple[np.ndarray, np.ndarray]:
+        """Views of the last block's decoder input: latent [latent_dim, frames] and loudness [frames]."""
+        return self._dec_z, self._dec_loud
+
+    def latency(self) -> dict:
+        """The engine's share of the round trip, in device samples and ms."""
+        r = self.device_rate / self.model_rate
+        res = self._resampler_delay
+        alg = self.bundle.latency_samples * r
+        total = self.period + self.prefill
+        parts = {
+            "resampler": res,
+            "algorithmic": alg,
+            "buffering": total - res - alg,
+            "total": float(total),
+        }
+        outd: dict = {"device_rate": self.device_rate, "period": self.period, "prefill_samples": self.prefill,
+                      "signal_delay_samples": self.prefill}
+        for k, v in parts.items():
+            outd[f"{k}_samples"] = round(v, 3)
+            outd[f"{k}_ms"] = round(1000.0 * v / self.device_rate, 3)
+        return outd
+
+    def timing(self) -> dict:
+        """Per-block compute time over the last (up to 4096) model blocks, in ms."""
+        n = min(self._n_timed, self.block_times.size)
+        if n == 0:
+            return {"blocks": 0}
+        t = self.block_times[:n] * 1e3
+        budget = 1e3 * self.block / self.model_rate
+        p50 = float(np.percentile(t, 50))
+        return {
+            "blocks": n,
+            "p50_ms": p50,
+            "p99_ms": float(np.percentile(t, 99)),
+            "max_ms": float(t.max()),
+            "block_ms": budget,
+            "rtf_p50": p50 / budget,
+        }
