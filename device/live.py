@@ -1,0 +1,503 @@
+"""The live instrument: device config -> bundle -> backend -> engine -> ALSA duplex.
+
+``wavae run --config device.toml [--bundle B] [--capture NAME] [--playback NAME]
+[--seconds S] [--controls script.json]`` calls ``main_live``.  It runs until
+``--seconds`` of audio have gone through (device time: frames processed, plus
+wall time while the device is lost) or until SIGINT/SIGTERM, then drains the
+playback queue, closes the PCMs, logs the xrun and reopen counts and prints
+them as one JSON line on stdout (``{"event": "live_summary", ...}``).
+
+Threading (``audio.threading``)
+-------------------------------
+The engine computes in bursts: it gathers device periods until it holds one
+model block (``bundle.block`` samples at the model rate, e.g. 512 at 24 kHz =
+1024 frames at 48 kHz = 4 periods of 256), then runs the encoder and decoder on
+that block in one go.  The two modes differ in who waits for that burst.
+
+``inline`` (the default): the audio loop reads a period, runs the engine on it
+and writes the result, all on one thread.
+
+- Latency: capture period + playback pre-fill + engine; nothing added.
+- Dropout risk: a period that runs a model block takes the whole block's
+  compute time; the playback pre-fill (``prefill_periods`` periods) is the
+  only slack.  If one block's compute (or any stall) exceeds the pre-fill, the
+  streams xrun: the capture period is lost, playback is re-prefilled, an
+  audible gap of a few periods, counted and logged.  Keep one block's compute
+  below ``prefill_periods x period_size`` frames, or raise ``period_size``
+  to the block.
+
+``worker``: like the seed's Pd external, inference runs on its own thread one
+model block behind the audio.  The audio thread hands each period to a worker
+thread (a non-blocking queue put) and plays the worker's output for the period
+``delay`` periods earlier, ``delay`` being one model block rounded up to whole
+periods (4 periods of 256 for a 1024-frame block).
+
+- Latency: one extra model block (``delay x period_size`` frames: 21.3 ms for a
+  512-sample block at 24 kHz and 256-frame periods at 48 kHz), on top of the
+  engine, the capture period and the pre-fill.
+- Dropout risk: the audio thread never waits for inference, so compute never
+  stalls the ALSA streams; a block's compute may take up to one block of time
+  (instead of the pre-fill), only the average real-time factor must stay
+  below 1.  An output period that is not ready when due plays silence
+  (``late_periods`` counts them): a gap of a few periods instead of an xrun and
+  a resync.  The audio thread copies a period in and out, tests a tag and
+  does a non-blocking queue put; it never waits on a lock held by the worker.
+
+Both modes share one CPython interpreter with any other thread of the process
+(the worker, later the GPIO/OSC/MIDI inputs).  onnxruntime releases the GIL
+while it computes; Python and numpy glue do not.  While the loop runs the GIL
+switch interval is lowered from 5 ms to 1 ms, so a thread busy in Python holds
+the audio thread off for at most about 1 ms at a time instead of about a period.
+``[service] realtime_priority`` puts the audio thread (and the worker, which
+inherits it) under SCHED_FIFO so that other processes cannot starve it.
+
+Measured figures for both are in docs/device-live.md.  The controls are read by
+the engine as one snapshot per model block (``wavae.device.controls``); a
+control script (``--controls``) is applied by audio frames processed, exactly
+as in file mode, so a live run through a test PCM reproduces a file render.
+
+Fault injection (``[debug]``, off by default; for tests and measurements):
+``stall_ms`` / ``stall_at_s`` sleep once inside the processing step once that
+much audio has been processed; ``slow_ms`` / ``slow_every`` add a delay to every
+Nth period.  In ``inline`` mode that delays the audio loop (xruns); in
+``worker`` mode it delays the worker (late periods).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from wavae.errors import WavaeError
+
+from .audio_io import AlsaDuplex
+from .config import DebugConfig, DeviceConfig, DeviceConfigError, load_config, with_overrides
+
+log = logging.getLogger("wavae.device.live")
+
+Process = Callable[[np.ndarray], np.ndarray]
+SWITCH_INTERVAL_S = 0.001  # the GIL hand-over interval while the loop runs (CPython's default: 5 ms)
+
+
+class WorkerError(WavaeError, RuntimeError):
+    """The inference worker thread failed; the message carries its error."""
+
+
+# ----------------------------------------------------------------------------
+# the processing chain: control script -> fault injection -> engine
+# ----------------------------------------------------------------------------
+class EngineStep:
+    """One period through the engine, with the control script applied by frames processed."""
+
+    def __init__(self, engine, controls=None, script=None, rate: int = 48000, period: int = 256):
+        self.engine, self.controls, self.script = engine, controls, script
+        self.rate, self.period = rate, period
+        self.frame = 0  # audio frames processed so far (the control script's clock)
+        self._out = np.zeros((period, engine.channels_out), np.float32)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.script is not None:
+            self.script.apply(self.controls, self.frame, self.period, self.rate)
+        y = self.engine.process(x, out=self._out)
+        self.frame += self.period
+        return y
+
+    def reset(self) -> None:
+        self.engine.reset()
+
+
+class FaultInjector:
+    """``[debug]`` delays inside the processing step (see the module docstring)."""
+
+    def __init__(self, step: Process, debug: DebugConfig, rate: int, period: int):
+        self.step, self.debug, self.period = step, debug, period
+        self._stall_frame = int(round(debug.stall_at_s * rate)) if debug.stall_ms > 0 else None
+        self._frame = 0
+        self._n = 0
+        self.stalls = 0
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        d = self.debug
+        if self._stall_frame is not None and self._frame >= self._stall_frame:
+            self._stall_frame = None
+            self.stalls += 1
+            log.warning("debug: stalling the processing step for %g ms", d.stall_ms)
+            time.sleep(d.stall_ms / 1000.0)
+        self._n += 1
+        if d.slow_every and self._n % d.slow_every == 0:
+            time.sleep(d.slow_ms / 1000.0)
+        self._frame += self.period
+        return self.step(x)
+
+    def reset(self) -> None:
+        reset = getattr(self.step, "reset", None)
+        if reset is not None:
+            reset()
+
+
+class InlineProcessor:
+    """Inference inside the audio loop."""
+
+    extra_latency_frames = 0
+
+    def __init__(self, step: Process):
+        self.step = step
+        self.late_periods = 0
+        self.dropped_periods = 0
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.step(x)
+
+    def reset(self) -> None:
+        reset = getattr(self.step, "reset", None)
+        if reset is not None:
+            reset()
+
+    def close(self) -> None:
+        pass
+
+
+class WorkerProcessor:
+    """Inference on a worker thread, one model block behind the audio, like the seed's Pd external.
+
+    The audio thread (``__call__``) copies period k into a ring slot, hands its
+    index to the worker (a non-blocking queue put) and plays the worker's output
+    for period k - ``delay`` from the output ring.  The worker runs the engine
+    period by period, in order; the engine's block compute lands on the period
+    that completes a block, and has ``delay`` periods (one model block) to
+    finish before its first output period is due.  If that output is not there
+    in time, the audio thread plays silence for it (``late_periods`` counts the
+    periods) and never waits.  Input slots are taken round-robin per hand-over,
+    so none is rewritten while the worker may still read it; when the worker is
+    a whole ring behind, new input periods are dropped (``dropped_periods``)
+    instead.  Output slots are indexed by period and tagged with the period they
+    hold, so a late result is never played in the wrong place.  Every slot has
+    one writer at a time and the shared counters are plain attributes, atomic
+    under the GIL: no lock.
+    """
+
+    def __init__(self, step: Process, period: int, delay: int, channels_in: int, channels_out: int):
+        if delay < 1:
+            raise ValueError(f"the worker needs a delay of at least one period, got {delay}")
+        self.step, self.period, self.delay = step, period, delay
+        self.extra_latency_frames = delay * period  # beyond the engine's own latency
+        self._ring = ring = 2 * delay + 2
+        self._in = np.zeros((ring, period, channels_in), np.float32)
+        self._out = np.zeros((ring, period, channels_out), np.float32)
+        self._out_seq = [-1] * ring  # which period each output slot holds (-1: none)
+        self._silence = np.zeros((period, channels_out), np.float32)
+        self._play = np.zeros((period, channels_out), np.float32)
+        self._k = 0  # periods seen by the audio thread
+        self._submitted = 0  # periods handed to the worker
+        self._finished = 0  # periods the worker has completed (or dropped)
+        self._reset_pending = False
+        self._error: BaseException | None = None
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.late_periods = 0  # periods played as silence because their output was late
+        self.dropped_periods = 0  # input periods not handed over (worker a ring behind)
+        self._thread = threading.Thread(target=self._loop, name="wavae-inference", daemon=True)
+        self._thread.start()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self._error is not None:
+            raise WorkerError(f"the inference worker failed: {self._error!r}") from self._error
+        k = self._k
+        self._k = k + 1
+        if self._submitted - self._finished < self._ring - 1:
+            slot = self._submitted % self._ring
+            self._in[slot] = x
+            self._submitted += 1
+            self._jobs.put((k, slot))
+        else:
+            self.dropped_periods += 1
+        want = k - self.delay
+        if want < 0:  # the first `delay` periods: the added latency
+            return self._silence
+        wslot = want % self._ring
+        if self._out_seq[wslot] == want:
+            np.copyto(self._play, self._out[wslot])
+            return self._play
+        self.late_periods += 1
+        return self._silence
+
+    def _loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            k, in_slot = job
+            try:
+                if self._reset_pending:
+                    self._reset_pending = False
+                    reset = getattr(self.step, "reset", None)
+                    if reset is not None:
+                        reset()
+                slot = k % self._ring
+                self._out_seq[slot] = -1  # being rewritten
+                np.copyto(self._out[slot], self.step(self._in[in_slot]))
+                self._out_seq[slot] = k
+            except BaseException as e:  # handed to the audio thread, which raises it
+                self._error = e
+                return
+            finally:
+                self._finished += 1
+
+    def reset(self) -> None:
+        """Reset the engine state before the next period it processes (runs on the worker)."""
+        self._reset_pending = True
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until the worker has caught up (shutdown and tests; never the audio path)."""
+        deadline = time.monotonic() + timeout
+        while self._finished < self._submitted and self._error is None:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.0005)
+        return True
+
+    def close(self) -> None:
+        self.wait_idle(5.0)
+        self._jobs.put(None)
+        self._thread.join(timeout=5.0)
+
+
+def worker_delay(block: int, model_rate: int, device_rate: int, period: int) -> int:
+    """The worker's delay in periods: one model block at the device rate, rounded up to whole periods."""
+    block_frames = block * device_rate / model_rate
+    return max(1, math.ceil(block_frames / period - 1e-9))
+
+
+def warm_up(engine, block_frames: float) -> None:
+    """Run two model blocks of silence and reset: onnxruntime's first calls are slow
+    (allocation), and the first real periods must not pay for them.  After the
+    reset the engine is exactly a fresh one (file mode and live mode still agree)."""
+    zeros = np.zeros((engine.period, engine.channels_in), np.float32)
+    out = np.zeros((engine.period, engine.channels_out), np.float32)
+    for _ in range(2 * math.ceil(block_frames / engine.period) + 2):
+        engine.process(zeros, out=out)
+    engine.reset()
+    for key in engine.stats:
+        engine.stats[key] = 0
+
+
+def set_realtime(priority: int, what: str) -> tuple[int, Any] | None:
+    """SCHED_FIFO for the calling thread (Linux applies it per thread); warns when not permitted.
+
+    Returns the previous (policy, param) to restore, or None when nothing changed.
+    """
+    if priority <= 0:
+        return None
+    try:
+        previous = (os.sched_getscheduler(0), os.sched_getparam(0))
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except (OSError, AttributeError) as e:
+        log.warning(
+            "cannot run the %s at realtime priority %d (%s): running at normal priority; allow it with "
+            "LimitRTPRIO=%d in the systemd unit or an rtprio limit in /etc/security/limits.d/",
+            what, priority, e, priority,
+        )
+        return None
+    return previous
+
+
+def make_processor(threading_mode: str, step: Process, period: int, delay: int, channels_in: int, channels_out: int):
+    """``inline`` runs ``step`` in the audio loop; ``worker`` on a thread, ``delay`` periods behind."""
+    if threading_mode == "worker":
+        return WorkerProcessor(step, period, delay, channels_in, channels_out)
+    return InlineProcessor(step)
+
+
+# ----------------------------------------------------------------------------
+# main
+# ----------------------------------------------------------------------------
+def _setup_logging(level: str) -> None:
+    root = logging.getLogger("wavae")
+    root.setLevel(getattr(logging, level.upper()))
+    if not root.handlers:
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(h)
+
+
+def _arg(args: Any, name: str) -> Any:
+    return getattr(args, name, None)
+
+
+def build_config(args: Any) -> DeviceConfig:
+    cfg = load_config(args.config)
+    cfg = with_overrides(
+        cfg,
+        bundle=_arg(args, "bundle"),
+        capture=_arg(args, "capture"),
+        playback=_arg(args, "playback"),
+        threads=_arg(args, "threads"),
+        backend=_arg(args, "backend"),
+    )
+    if cfg.bundle.path is None:
+        raise DeviceConfigError(f"{cfg.source}: no bundle: set bundle.path in the config or pass --bundle DIR")
+    seconds = _arg(args, "seconds")
+    if seconds is not None and not (seconds > 0):
+        raise DeviceConfigError(f"--seconds: expected a positive number of seconds, got {seconds!r}")
+    return cfg
+
+
+def apply_initial_controls(controls, cfg: DeviceConfig) -> None:
+    values = cfg.controls.as_dict()
+    bias = values.pop("bias", None)
+    if bias is not None:
+        if len(bias) > controls.latent_dim:
+            raise DeviceConfigError(
+                f"{cfg.source}: controls.bias: this bundle's latent has {controls.latent_dim} dimensions, "
+                f"the list has {len(bias)} values"
+            )
+        values["bias"] = list(bias) + [0.0] * (controls.latent_dim - len(bias))
+    if values:
+        controls.update(values)
+
+
+def main_live(args: Any) -> int:
+    """Run the live ALSA loop (``wavae run --config``); returns the exit code."""
+    from .backends import make_backend
+    from .bundle import load_bundle
+    from .controls import ControlScript, Controls
+    from .engine import Engine
+
+    cfg = build_config(args)
+    _setup_logging(cfg.service.log_level)
+    a = cfg.audio
+
+    duplex = AlsaDuplex(a, cfg.service, source=cfg.source)
+    duplex.open()  # a missing PCM fails here, before the model is loaded
+    processor = backend = realtime = switch = None
+    try:
+        bundle = load_bundle(cfg.bundle.path)
+        backend = make_backend(bundle, kind=cfg.bundle.backend, threads=cfg.bundle.threads)
+        controls = Controls(bundle.latent_dim)
+        apply_initial_controls(controls, cfg)
+        if _arg(args, "set_controls"):  # --set NAME=VALUE wins over [controls]
+            from .cli_run import parse_set
+
+            controls.update(parse_set(args.set_controls))
+        script = ControlScript.load(args.controls, controls) if _arg(args, "controls") else None
+        engine_period = a.period_size
+        engine = Engine(
+            bundle,
+            backend,
+            device_rate=a.rate,
+            period=engine_period,
+            channels_in=a.channels_in,
+            channels_out=a.channels_out,
+            controls=controls,
+            resampler=_arg(args, "resampler") or "polyphase",
+        )
+        warm_up(engine, bundle.block * a.rate / bundle.sample_rate)
+        step: Process = EngineStep(engine, controls, script, a.rate, engine_period)
+        d = cfg.debug
+        if d.stall_ms > 0 or d.slow_every > 0:
+            step = FaultInjector(step, d, a.rate, engine_period)
+        # the worker thread inherits the audio thread's scheduling (a rung below is not needed:
+        # it waits on a queue, and the audio thread never waits on it)
+        realtime = set_realtime(cfg.service.realtime_priority, "audio thread")
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
+        delay = worker_delay(bundle.block, bundle.sample_rate, a.rate, a.period_size)
+        processor = make_processor(a.threading, step, a.period_size, delay, a.channels_in, a.channels_out)
+
+        latency = _latency_report(engine, duplex, processor, a.rate)
+        log.info(
+            "live: %s -> %s at %d Hz, period %d x %d (%s), threading %s; latency %.1f ms",
+            a.capture, a.playback, a.rate, a.period_size, a.periods, a.format, a.threading,
+            latency["total_ms"],
+        )
+        seconds = _arg(args, "seconds")
+        max_frames = int(round(seconds * a.rate)) if seconds is not None else None
+
+        previous = _install_signal_handlers(duplex)
+        try:
+            stats = duplex.run(processor, max_frames=max_frames, on_reopen=processor.reset)
+        finally:
+            _restore_signal_handlers(previous)
+        duplex.close(drain=True)
+    finally:
+        if processor is not None:
+            processor.close()
+        duplex.close(drain=False)
+        if backend is not None:
+            backend.close()
+        if realtime is not None:
+            os.sched_setscheduler(0, *realtime)
+        if switch is not None:
+            sys.setswitchinterval(switch)
+
+    summary: dict[str, Any] = {"event": "live_summary", "threading": a.threading, "realtime": realtime is not None}
+    summary.update(stats.as_dict())
+    summary["late_periods"] = processor.late_periods
+    summary["dropped_periods"] = processor.dropped_periods
+    summary["latency"] = latency
+    summary["engine_timing"] = engine.timing()
+    summary["engine_stats"] = dict(engine.stats)
+    summary["stalls_injected"] = getattr(step, "stalls", 0)
+    level = logging.WARNING if stats.xruns or stats.device_lost or processor.late_periods else logging.INFO
+    log.log(
+        level,
+        "stopped after %.2f s of audio (%.2f s wall): %d xruns (%d capture, %d playback, %d unrecovered), "
+        "%d late periods, device lost %d times, %d reopens",
+        stats.frames / a.rate, stats.wall_s, stats.xruns, stats.xruns_capture, stats.xruns_playback,
+        stats.xruns_unrecovered, processor.late_periods, stats.device_lost, stats.reopens,
+    )
+    if _arg(args, "profile"):
+        t = summary["engine_timing"]
+        if t.get("blocks"):
+            log.info(
+                "per block (%d samples, %.2f ms): p50 %.3f ms, p99 %.3f ms, max %.3f ms, RTF %.3f over %d blocks",
+                engine.block, t["block_ms"], t["p50_ms"], t["p99_ms"], t["max_ms"], t["rtf_p50"], t["blocks"],
+            )
+    print(json.dumps(summary), flush=True)
+    return 0
+
+
+def _latency_report(engine, duplex: AlsaDuplex, processor, rate: int) -> dict[str, Any]:
+    """Round trip, input sample to output sample, in frames and ms at the device rate.
+
+    engine.latency()["total"] covers the capture period and the engine's FIFO;
+    the playback pre-fill and, in worker mode, the worker's delay come on top.
+    """
+    eng = engine.latency()
+    prefill = duplex.io_latency()["playback_prefill"]
+    worker = processor.extra_latency_frames
+    total = float(eng["total_samples"]) + prefill + worker
+    return {
+        "engine": eng,
+        "playback_prefill_frames": prefill,
+        "worker_frames": worker,
+        "total_frames": total,
+        "total_ms": round(1000.0 * total / rate, 3),
+    }
+
+
+def _install_signal_handlers(duplex: AlsaDuplex) -> dict[int, Any]:
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous = {}
+
+    def stop(signum, frame):  # runs between bytecodes; only sets an event
+        duplex.stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, stop)
+    return previous
+
+
+def _restore_signal_handlers(previous: dict[int, Any]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)

@@ -1,0 +1,227 @@
+"""ALSA mode through real alsa-lib `type file` PCMs equals file mode, sample for sample.
+
+`wavae run --config` (live loop, ALSA) reads a RAW file through a capture PCM and
+writes the playback PCM to a RAW file; `wavae run --input --output` renders the
+same input with the same control script (feedback on) and the same period.  The
+live stream is the file-mode stream (`--keep-latency`: as the engine plays it)
+delayed by the playback pre-fill, `prefill_periods x period_size` frames of
+silence.  FLOAT_LE: equal bit for bit.  S16_LE: within 1 LSB (the live loop
+rounds float32 to int16 on the way out; the test rounds the file-mode output).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from alsa_helpers import RAW_DTYPES, alsa_env, file_pcms, read_raw, write_raw
+from conftest import synth_audio
+
+alsaaudio = pytest.importorskip("alsaaudio", reason="pyalsaaudio is not installed (pip install pyalsaaudio)")
+
+RATE, PERIOD, PREFILL = 48000, 256, 2
+SECONDS = 0.75
+WAVAE = [sys.executable, "-m", "wavae.cli"]
+
+SCRIPT = {
+    "events": [
+        {"t": 0.0, "control": "feedback_gain", "value": 0.6},
+        {"t": 0.0, "control": "feedback_freq", "value": 900.0},
+        {"t": 0.15, "control": "bias.0", "value": 2.0},
+        {"t": 0.3, "control": "noise", "value": 0.5},
+        {"t": 0.45, "control": "scale", "value": 1.5},
+        {"t": 0.6, "control": "freeze", "value": True},
+    ]
+}
+
+
+def _run(cmd: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, f"{' '.join(map(str, cmd))} failed ({r.returncode}):\n{r.stderr[-3000:]}"
+    return r
+
+
+def _summary(stdout: str) -> dict:
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("{")]
+    assert lines, f"no JSON summary line in:\n{stdout}"
+    return json.loads(lines[-1])
+
+
+def _quantize_s16(y: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(y.astype(np.float32) * np.float32(32768.0)), -32768, 32767) / 32768.0
+
+
+@pytest.mark.parametrize("fmt", ["FLOAT_LE", "S16_LE"])
+def test_alsa_file_pcm_output_equals_file_mode(tmp_path: Path, tiny_bundle: Path, fmt: str):
+    x = synth_audio(SECONDS + 0.25, RATE, seed=3)  # longer than what is consumed: the infile has no EOF
+    if fmt == "S16_LE":  # both modes must see the same samples: the 16-bit ones
+        x = (np.clip(np.rint(x * 32768.0), -32768, 32767) / 32768.0).astype(np.float32)
+    write_raw(tmp_path / "in.raw", x, fmt)
+    sf.write(tmp_path / "in.wav", x, RATE, subtype="FLOAT")
+    (tmp_path / "script.json").write_text(json.dumps(SCRIPT))
+    conf = file_pcms(tmp_path / "asound.conf", tmp_path / "in.raw", tmp_path / "out.raw")
+    (tmp_path / "device.toml").write_text(
+        f"""
+[bundle]
+path = "{tiny_bundle}"
+[audio]
+capture = "test_cap"
+playback = "test_play"
+rate = {RATE}
+period_size = {PERIOD}
+periods = 3
+prefill_periods = {PREFILL}
+format = "{fmt}"
+threading = "inline"
+[service]
+log_level = "warning"
+"""
+    )
+    env = alsa_env(conf)
+    env["OMP_NUM_THREADS"] = "1"
+
+    r = _run(
+        WAVAE + ["run", "--config", str(tmp_path / "device.toml"), "--seconds", str(SECONDS),
+                 "--controls", str(tmp_path / "script.json")],
+        env,
+    )
+    summary = _summary(r.stdout)
+    frames = summary["frames"]
+    assert frames == -(-int(SECONDS * RATE) // PERIOD) * PERIOD  # stopped after a known frame count
+    assert summary["xruns"] == 0 and summary["device_lost"] == 0
+
+    _run(
+        WAVAE + ["run", "--bundle", str(tiny_bundle), "--input", str(tmp_path / "in.wav"),
+                 "--output", str(tmp_path / "file.wav"), "--controls", str(tmp_path / "script.json"),
+                 "--period", str(PERIOD), "--keep-latency"],
+        env,
+    )
+    file_out, sr = sf.read(tmp_path / "file.wav", dtype="float32", always_2d=True)
+    assert sr == RATE
+
+    live = read_raw(tmp_path / "out.raw", fmt)
+    offset = PREFILL * PERIOD
+    assert live.shape[0] == offset + frames  # the pre-fill, then one period per period processed
+    assert not np.any(live[:offset]), "the pre-fill is silence"
+    live = live[offset:, 0]
+    ref = file_out[:frames, 0]
+    assert np.abs(ref).max() > 1e-3, "the rendered output is silent: nothing was compared"
+
+    if fmt == "FLOAT_LE":
+        np.testing.assert_array_equal(live, ref)
+    else:
+        lsb = 1.0 / 32768.0
+        assert np.abs(live - _quantize_s16(ref)).max() <= lsb + 1e-9
+
+
+@pytest.mark.parametrize("fmt", ["S16_LE", "S32_LE", "FLOAT_LE"])
+def test_sample_format_conversion_round_trips_and_clips(fmt: str):
+    from wavae.device.audio_io import Converter
+
+    conv = Converter(fmt, frames=8, channels=2)
+    y = np.array([[0.0, 0.5], [-0.5, 0.25], [1.5, -1.5], [0.999, -1.0]] * 2, np.float32)
+    raw = conv.from_float(y)
+    assert raw.dtype == np.dtype(RAW_DTYPES[fmt])
+    back = conv.to_float(raw.tobytes()).copy()
+    if fmt == "FLOAT_LE":
+        np.testing.assert_array_equal(back, y)
+    else:
+        info = np.iinfo(RAW_DTYPES[fmt])
+        assert raw[2, 0] >= info.max - 128 and raw[2, 1] == info.min  # clipped, no wrap-around
+        expected = np.clip(y, -1.0, 1.0)
+        assert np.abs(back - expected).max() <= 2.0 / (info.max + 1.0) + 1e-6
+
+
+def test_worker_threading_is_file_mode_one_block_later(tiny_bundle: Path):
+    """`audio.threading = "worker"`: the engine runs on a thread; the audio thread's
+    stream is the file-mode stream (same period) `delay` periods (one model block) later."""
+    from wavae.device.backends import make_backend
+    from wavae.device.bundle import load_bundle
+    from wavae.device.controls import Controls, ControlScript
+    from wavae.device.engine import Engine
+    from wavae.device.live import EngineStep, WorkerProcessor, worker_delay
+
+    bundle = load_bundle(tiny_bundle)
+    delay = worker_delay(bundle.block, bundle.sample_rate, RATE, PERIOD)
+    assert delay * PERIOD >= bundle.block * RATE / bundle.sample_rate
+    x = synth_audio(0.5, RATE, seed=5)
+    n = (len(x) // PERIOD) * PERIOD
+    x = x[:n].reshape(-1, 1)
+
+    def engine_step():
+        controls = Controls(bundle.latent_dim)
+        script = ControlScript.from_obj(SCRIPT, controls)
+        engine = Engine(bundle, make_backend(bundle, "onnxruntime", threads=1), device_rate=RATE,
+                        period=PERIOD, controls=controls)
+        return EngineStep(engine, controls, script, RATE, PERIOD)
+
+    ref_step = engine_step()  # file mode, inline
+    ref = np.concatenate([ref_step(x[i : i + PERIOD]).copy() for i in range(0, n, PERIOD)])
+
+    worker = WorkerProcessor(engine_step(), PERIOD, delay, 1, 1)
+    try:
+        out = []
+        for i in range(0, n, PERIOD):
+            out.append(worker(x[i : i + PERIOD]).copy())
+            assert worker.wait_idle(30.0)  # paced like a sound card, with a worker that keeps up
+    finally:
+        worker.close()
+    out = np.concatenate(out)
+    assert worker.late_periods == 0 and worker.dropped_periods == 0
+    lag = delay * PERIOD
+    assert not np.any(out[:lag])  # the added block of latency is silence
+    np.testing.assert_array_equal(out[lag:], ref[: n - lag])
+    assert np.abs(ref).max() > 1e-3
+
+
+def test_worker_late_output_is_silence_and_the_audio_thread_never_waits(tiny_bundle: Path):
+    """A worker stalled far beyond its delay: every call still returns at once; the
+    periods whose output is missing play silence and are counted; audio resumes."""
+    import threading
+    import time
+
+    from wavae.device.backends import make_backend
+    from wavae.device.bundle import load_bundle
+    from wavae.device.engine import Engine
+    from wavae.device.live import EngineStep, WorkerProcessor
+
+    bundle = load_bundle(tiny_bundle)
+    engine = Engine(bundle, make_backend(bundle, "onnxruntime", threads=1), device_rate=RATE, period=PERIOD)
+    gate = threading.Event()
+    inner = EngineStep(engine, rate=RATE, period=PERIOD)
+    calls = []
+
+    def step(v):  # the 10th period blocks until the test releases it
+        calls.append(1)
+        if len(calls) == 10:
+            gate.wait(10.0)
+        return inner(v)
+
+    worker = WorkerProcessor(step, PERIOD, 3, 1, 1)
+    x = synth_audio(1.0, RATE, seed=6).reshape(-1, 1)
+    outs = []
+    try:
+        slowest = 0.0
+        for k in range(60):
+            t0 = time.perf_counter()
+            outs.append(worker(x[k * PERIOD : (k + 1) * PERIOD]).copy())
+            slowest = max(slowest, time.perf_counter() - t0)
+            if k < 8 or k > 40:
+                worker.wait_idle(10.0)
+            if k == 40:
+                gate.set()
+                worker.wait_idle(10.0)
+    finally:
+        gate.set()
+        worker.close()
+    assert slowest < 0.05, f"the audio thread waited {slowest * 1e3:.1f} ms"
+    assert worker.late_periods >= 20  # periods 12..43 had no output in time
+    assert worker.dropped_periods >= 1  # the worker fell a ring behind: input dropped, not overwritten
+    assert not any(np.any(o) for o in outs[13:40])  # the stalled stretch is silence ...
+    assert all(np.any(o) for o in outs[48:])  # ... and after the release the audio is back

@@ -1,0 +1,195 @@
+"""The live loop paced like hardware: a private JACK dummy server behind real alsa-lib.
+
+`jackd --no-realtime -d dummy -r 48000 -p 256` runs the clock; the ALSA `jack`
+plugin (wrapped in `plug`) gives the loop a duplex PCM.  Each test starts its
+own server and stops it in teardown, whatever happens.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from alsa_helpers import JackServer, alsa_env, jack_pcms, jackd_available
+
+pytest.importorskip("alsaaudio", reason="pyalsaaudio is not installed (pip install pyalsaaudio)")
+_why = jackd_available()
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(_why is not None, reason=_why or "")]
+
+RATE, PERIOD = 48000, 256
+WAVAE = [sys.executable, "-m", "wavae.cli"]
+
+
+@pytest.fixture
+def jack(tmp_path: Path):
+    server = JackServer(tmp_path, rate=RATE, period=PERIOD)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+def _config(tmp_path: Path, bundle: Path, threading_mode: str = "inline", extra: str = "") -> Path:
+    path = tmp_path / f"jack-{threading_mode}.toml"
+    path.write_text(
+        f"""
+[bundle]
+path = "{bundle}"
+[audio]
+capture = "jplug"
+playback = "jplug"
+rate = {RATE}
+period_size = {PERIOD}
+periods = 3
+prefill_periods = 2
+format = "S16_LE"
+threading = "{threading_mode}"
+[controls]
+feedback_gain = 0.3
+[service]
+log_level = "info"
+{extra}
+"""
+    )
+    return path
+
+
+def _env(tmp_path: Path, server: JackServer) -> dict[str, str]:
+    env = alsa_env(jack_pcms(tmp_path / "asound.conf"), server.env())
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def _live(cmd_args: list[str], env: dict[str, str], timeout: float) -> tuple[dict, float, str]:
+    t0 = time.monotonic()
+    r = subprocess.run(WAVAE + ["run", *cmd_args], env=env, capture_output=True, text=True, timeout=timeout)
+    wall = time.monotonic() - t0
+    assert r.returncode == 0, f"wavae run failed ({r.returncode}):\n{r.stderr[-3000:]}"
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+    assert lines, f"no JSON summary:\n{r.stdout}\n{r.stderr[-2000:]}"
+    return json.loads(lines[-1]), wall, r.stderr
+
+
+def test_ten_seconds_run_in_real_time_with_no_unrecovered_xrun(tmp_path, tiny_bundle, jack):
+    summary, wall, _ = _live(
+        ["--config", str(_config(tmp_path, tiny_bundle)), "--seconds", "10"], _env(tmp_path, jack), timeout=60
+    )
+    print("jack 10 s:", json.dumps({k: summary[k] for k in ("wall_s", "frames", "xruns", "xruns_unrecovered")}))
+    assert summary["frames"] >= 10 * RATE
+    # paced by the JACK clock: not faster than real time, and not much slower
+    assert 9.9 <= summary["wall_s"] <= 11.0, summary["wall_s"]
+    assert summary["xruns_unrecovered"] == 0
+    assert summary["device_lost"] == 0
+    assert summary["engine_stats"]["blocks"] > 0
+
+
+def test_inline_stall_is_a_counted_xrun_and_audio_continues(tmp_path, tiny_bundle, jack):
+    stall_at, stall_ms = 1.0, 150.0
+    cfg = _config(tmp_path, tiny_bundle, "inline", f"[debug]\nstall_ms = {stall_ms}\nstall_at_s = {stall_at}\n")
+    summary, wall, stderr = _live(["--config", str(cfg), "--seconds", "3"], _env(tmp_path, jack), timeout=60)
+    assert summary["stalls_injected"] == 1
+    stall_frame = stall_at * RATE
+    near = [f for f in summary["xrun_frames"] if stall_frame - PERIOD <= f <= stall_frame + 4 * RATE * stall_ms / 1000]
+    assert near, f"no xrun at the stall: {summary['xrun_frames']}"
+    assert summary["xruns_unrecovered"] == 0
+    assert "xrun" in stderr  # logged
+    # audio went on after the stall: the run reached its 3 s, 2 s of them after the xrun
+    assert summary["frames"] >= 3 * RATE
+    assert summary["frames"] - max(near) >= 1.9 * RATE
+
+
+def test_worker_stall_is_late_periods_not_an_xrun(tmp_path, tiny_bundle, jack):
+    stall_at, stall_ms = 1.0, 150.0
+    cfg = _config(tmp_path, tiny_bundle, "worker", f"[debug]\nstall_ms = {stall_ms}\nstall_at_s = {stall_at}\n")
+    summary, wall, _ = _live(["--config", str(cfg), "--seconds", "3"], _env(tmp_path, jack), timeout=60)
+    assert summary["stalls_injected"] == 1
+    assert summary["late_periods"] >= 1  # the periods the stall covered played silence
+    stall_frame = stall_at * RATE
+    near = [f for f in summary["xrun_frames"] if stall_frame - PERIOD <= f <= stall_frame + 4 * RATE * stall_ms / 1000]
+    assert not near, f"the worker's stall reached the ALSA streams: xruns at {summary['xrun_frames']}"
+    assert summary["xruns_unrecovered"] == 0
+    assert summary["frames"] >= 3 * RATE
+    assert summary["latency"]["worker_frames"] == 3 * PERIOD  # one tiny model block: 256 @ 16 kHz = 768 frames
+
+
+def test_lost_device_is_reopened_and_nothing_crashes(tmp_path, tiny_bundle, jack):
+    cfg = _config(tmp_path, tiny_bundle, "inline", "")
+    fast = 'log_level = "info"\nreopen_interval_s = 0.25\nio_timeout_s = 0.5'
+    cfg.write_text(cfg.read_text().replace('log_level = "info"', fast))
+    proc = subprocess.Popen(
+        WAVAE + ["run", "--config", str(cfg), "--seconds", "4"],
+        env=_env(tmp_path, jack), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    lines: list[str] = []
+    started = threading.Event()
+
+    def read_stderr():
+        for line in proc.stderr:
+            lines.append(line)
+            if " live: " in line:  # the loop is about to start
+                started.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    try:
+        assert started.wait(60), "the live loop never started:\n" + "".join(lines)
+        time.sleep(1.0)
+        jack.stop()  # the "USB interface" goes away mid-run ...
+        time.sleep(1.5)
+        jack.start()  # ... and comes back
+        stdout, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(timeout=5)
+    stderr = "".join(lines)
+    assert proc.returncode == 0, stderr[-3000:]
+    summary = json.loads([ln for ln in stdout.splitlines() if ln.startswith("{")][-1])
+    assert summary["device_lost"] >= 1
+    assert summary["reopens"] >= 1
+    assert "audio device lost" in stderr and "audio device back" in stderr
+    assert "Traceback" not in stderr
+    # device time = audio processed + time without a device; audio flowed before and after
+    assert summary["lost_s"] > 0.5
+    assert summary["frames"] / RATE + summary["lost_s"] >= 4.0
+    assert summary["frames"] > 1.5 * RATE
+
+
+def test_sigterm_stops_cleanly_with_a_summary(tmp_path, tiny_bundle, jack):
+    cfg = _config(tmp_path, tiny_bundle)
+    proc = subprocess.Popen(
+        WAVAE + ["run", "--config", str(cfg)],  # no --seconds: runs until signalled
+        env=_env(tmp_path, jack), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        started = False
+        while time.monotonic() < deadline and proc.poll() is None:
+            line = proc.stderr.readline()
+            if " live: " in line:
+                started = True
+                break
+        assert started, "the live loop never started"
+        time.sleep(1.5)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=30)
+        stop_s = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "Traceback" not in stderr
+    summary = json.loads([ln for ln in stdout.splitlines() if ln.startswith("{")][-1])
+    assert summary["frames"] >= 1.0 * RATE
+    assert stop_s < 2.0  # drained and closed promptly

@@ -1,0 +1,143 @@
+"""The device config: examples parse, mistakes are named, a missing PCM is a clear exit 1."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wavae.device.config import (
+    DeviceConfigError,
+    example_configs,
+    load_config,
+    parse_config,
+    with_overrides,
+)
+
+WAVAE = [sys.executable, "-m", "wavae.cli"]
+
+
+def test_example_configs_parse():
+    paths = example_configs()
+    names = {p.name for p in paths}
+    assert {"pi4-usb.toml", "pi4-i2s.toml", "jetson-orin-nano.toml"} <= names
+    for path in paths:
+        cfg = load_config(path)
+        assert cfg.bundle.path is not None and cfg.bundle.path.is_absolute()
+        assert cfg.audio.rate == 48000
+        assert cfg.audio.prefill_periods <= cfg.audio.periods
+    assert load_config(Path(paths[0]).with_name("jetson-orin-nano.toml")).bundle.backend == "tensorrt"
+
+
+@pytest.mark.parametrize(
+    "doc, message",
+    [
+        ({"audio": {"period_size": "abc"}}, 'audio.period_size: expected an integer between 16 and 8192, got "abc"'),
+        ({"audio": {"period_size": 4}}, "audio.period_size: expected an integer between 16 and 8192, got 4"),
+        ({"audio": {"rate": 48000.0}}, "audio.rate: expected an integer"),
+        ({"audio": {"format": "S24_LE"}}, 'audio.format: expected one of "S16_LE", "S32_LE", "FLOAT_LE", got "S24_LE"'),
+        ({"audio": {"threading": "async"}}, 'audio.threading: expected one of "inline", "worker"'),
+        ({"audio": {"periods": 2, "prefill_periods": 3}}, "audio.prefill_periods: expected at most audio.periods (2)"),
+        ({"bundle": {"backend": "tflite"}}, 'bundle.backend: expected one of "onnxruntime", "tensorrt", got "tflite"'),
+        ({"bundle": {"threads": True}}, "bundle.threads: expected an integer between 1 and 64, got true"),
+        ({"service": {"reopen_interval_s": -1}}, "service.reopen_interval_s: expected a number between"),
+        ({"controls": {"scale": 9.0}}, "controls.scale:"),
+        ({"controls": {"bias": [0.0, "x"]}}, "controls.bias: expected a list of at most 512 numbers"),
+        ({"controls": {"freeze": "maybe"}}, "controls.freeze:"),
+        ({"debug": {"slow_ms": 5.0}}, "debug.slow_every: slow_ms and slow_every go together"),
+        ({"audio": "loud"}, 'audio: expected a [audio] table, got "loud"'),
+    ],
+)
+def test_bad_values_name_the_key(doc, message):
+    with pytest.raises(DeviceConfigError) as e:
+        parse_config(doc, source="device.toml")
+    assert str(e.value).startswith("device.toml: ")
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "doc, key, allowed",
+    [
+        ({"audio": {"perod_size": 256}}, "audio.perod_size", "period_size"),
+        ({"bundle": {"file": "b"}}, "bundle.file", "path"),
+        ({"controls": {"feedback_f": 800}}, "controls.feedback_f", "feedback_freq"),
+        ({"servce": {}}, "[servce]", "service"),
+    ],
+)
+def test_unknown_keys_are_errors_that_list_the_allowed_ones(doc, key, allowed):
+    with pytest.raises(DeviceConfigError) as e:
+        parse_config(doc, source="device.toml")
+    msg = str(e.value)
+    assert key in msg and "unknown" in msg and allowed in msg
+
+
+def test_not_toml_and_missing_file_are_named(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[audio\nrate = 48000\n")
+    with pytest.raises(DeviceConfigError, match="bad.toml: not valid TOML"):
+        load_config(bad)
+    with pytest.raises(DeviceConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_relative_bundle_path_and_overrides(tmp_path):
+    path = tmp_path / "device.toml"
+    path.write_text('[bundle]\npath = "bundles/b"\n[audio]\ncapture = "hw:0"\nplayback = "hw:0"\n')
+    cfg = load_config(path)
+    assert cfg.bundle.path == tmp_path.resolve() / "bundles" / "b"
+    cfg2 = with_overrides(cfg, bundle="/x/y", capture="plughw:1", threads=3)
+    assert cfg2.bundle.path == Path("/x/y") and cfg2.bundle.threads == 3
+    assert cfg2.audio.capture == "plughw:1" and cfg2.audio.playback == "hw:0"
+    with pytest.raises(DeviceConfigError, match="--threads: expected an integer"):
+        with_overrides(cfg, threads=0)
+
+
+def test_device_modules_do_not_import_torch():
+    code = (
+        "import sys; import wavae.device.config, wavae.device.audio_io, wavae.device.live; "
+        "bad = [m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'wavae.train', 'wavae.quantize'))]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def _cli(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    import os
+
+    env = dict(os.environ)
+    env.pop("ALSA_CONFIG_PATH", None)  # the stock ALSA config: no sound card here
+    return subprocess.run(WAVAE + args, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+
+
+def test_missing_pcm_is_a_clear_message_and_exit_1(tmp_path, tiny_bundle):
+    alsaaudio = pytest.importorskip("alsaaudio", reason="pyalsaaudio is not installed")
+    try:
+        alsaaudio.PCM(alsaaudio.PCM_CAPTURE, device="default").close()
+        pytest.skip("this machine has a sound card: PCM 'default' opens")
+    except alsaaudio.ALSAAudioError:
+        pass
+    cfg = tmp_path / "device.toml"
+    cfg.write_text(f'[bundle]\npath = "{tiny_bundle}"\n[audio]\ncapture = "default"\nplayback = "default"\n')
+
+    r = _cli(["run", "--config", str(cfg), "--seconds", "1"], tmp_path)
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    assert 'capture PCM "default" (audio.capture in' in r.stderr
+    assert "arecord -L" in r.stderr and "--capture NAME" in r.stderr
+
+    # the command-line override wins over the file, and is the PCM named
+    r = _cli(["run", "--config", str(cfg), "--capture", "no_such_pcm", "--seconds", "1"], tmp_path)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert 'capture PCM "no_such_pcm"' in r.stderr
+
+
+def test_bad_config_from_the_cli_is_exit_1_naming_the_key(tmp_path):
+    cfg = tmp_path / "device.toml"
+    cfg.write_text('[audio]\nperiod_size = "abc"\n')
+    r = _cli(["run", "--config", str(cfg)], tmp_path)
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    assert 'audio.period_size: expected an integer between 16 and 8192, got "abc"' in r.stderr
