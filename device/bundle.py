@@ -8,13 +8,13 @@ message that says what to do (re-export, re-copy, upgrade).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from wavae.errors import WavaeError
+from wavae.fileio import file_sha256
 
 FORMAT = "wavae-bundle"
 FORMAT_VERSION = 1
@@ -87,17 +87,6 @@ class Bundle:
         """Where the TensorRT plan of graph ``name`` at ``precision`` (default: the bundle's)
         lives: ``engines/<graph>.<precision>.plan``, built on the Jetson by ``wavae engine``."""
         return self.path / "engines" / f"{name}.{precision or self.precision}.plan"
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
 
 
 def _damaged(where: str, what: str) -> BundleError:

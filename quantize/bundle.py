@@ -1,43 +1,29 @@
-"""The bundle on the desktop side: manifest rules, checksums, and streaming a
-bundle through onnxruntime (docs/bundle.md).
+"""The bundle on the desktop side: streaming a bundle through onnxruntime, and the
+checks that `wavae verify`, the int8 calibrator and the tests run on it.
 
-Nothing here imports torch: the same rules as the device reader
-(``wavae.device.bundle``), usable by ``wavae verify``, the int8 calibrator and
-the tests.
+The manifest rules themselves (format, version, files, sha256) are the device
+reader's, ``wavae.device.bundle``: the device decides what it accepts, and the
+desktop checks a bundle with the very same code (quantize -> device is the
+allowed direction).  Nothing here imports torch.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from wavae.errors import WavaeError
+from wavae.device.bundle import (  # noqa: F401  (re-exported for the desktop side)
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    BundleError,
+    load_bundle,
+    read_manifest,
+)
 
-FORMAT = "wavae-bundle"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 OPSET = 17
-
-
-class BundleError(WavaeError, ValueError):
-    """A bundle is missing, damaged, of an unknown version, or does not fit."""
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
 
 
 def graph_opset(proto) -> int | None:
@@ -48,81 +34,10 @@ def graph_opset(proto) -> int | None:
     return None
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    path = Path(path)
-    data = (json.dumps(obj, indent=2) + "\n").encode()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def read_manifest(bundle: Path) -> dict[str, Any]:
-    """Parse ``manifest.json`` and check its format and version (not the checksums)."""
-    bundle = Path(bundle)
-    if not bundle.is_dir():
-        raise BundleError(f"bundle {bundle} does not exist or is not a directory; create it with `wavae export`")
-    path = bundle / MANIFEST
-    if not path.is_file():
-        raise BundleError(f"{bundle} is not a bundle: {MANIFEST} is missing; re-export it with `wavae export`")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BundleError(f"{path} is not valid JSON ({e}); the bundle is damaged, re-export it") from e
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        got = manifest.get("format") if isinstance(manifest, dict) else None
-        raise BundleError(f"{path} has format {got!r}, not {FORMAT!r}; this is not a wavae bundle")
-    version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        raise BundleError(
-            f"{bundle} has bundle format version {version!r}, but this wavae reads version {FORMAT_VERSION}; "
-            f"re-export the bundle with this wavae version, or update wavae"
-        )
-    for key in ("sample_rate", "block", "frame", "latent_dim", "precision", "graphs", "files"):
-        if key not in manifest:
-            raise BundleError(f"{path} lacks the field {key!r}; the bundle is damaged, re-export it")
-    return manifest
-
-
 def verify_bundle_files(bundle: Path) -> dict[str, Any]:
-    """Read the manifest and check every listed file's size and sha256; return the manifest.
-
-    Refuses (BundleError) an unknown format or version, a missing file, a file
-    named by a graph but not listed, or a checksum that does not match.
-    """
-    bundle = Path(bundle)
-    manifest = read_manifest(bundle)
-    files = manifest["files"]
-    if not isinstance(files, dict) or not files:
-        raise BundleError(f"{bundle}/{MANIFEST} lists no files; the bundle is damaged, re-export it")
-    for g, spec in manifest["graphs"].items():
-        if spec.get("file") not in files:
-            raise BundleError(f"{bundle}: graph {g!r} file {spec.get('file')!r} has no checksum in the manifest; re-export it")
-    for name, entry in files.items():
-        p = bundle / name
-        if Path(name).is_absolute() or ".." in Path(name).parts:
-            raise BundleError(f"{bundle}/{MANIFEST} names a file outside the bundle: {name!r}")
-        if not p.is_file():
-            raise BundleError(f"{bundle} is missing {name}; the bundle is incomplete, re-export it")
-        size = p.stat().st_size
-        if "bytes" in entry and size != entry["bytes"]:
-            raise BundleError(
-                f"{p} is {size} bytes but the manifest says {entry['bytes']}; the file is damaged, re-export or re-copy the bundle"
-            )
-        digest = file_sha256(p)
-        if digest != entry.get("sha256"):
-            raise BundleError(
-                f"{p} does not match its sha256 in the manifest (file {digest[:12]}..., manifest "
-                f"{str(entry.get('sha256'))[:12]}...); the file is damaged, re-export or re-copy the bundle"
-            )
-    return manifest
+    """Check a bundle exactly as the device does (format, version, files, sizes,
+    sha256); return its manifest.  Raises BundleError."""
+    return load_bundle(bundle).manifest
 
 
 class BundleStreamer:

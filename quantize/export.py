@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from wavae.errors import WavaeError
+from wavae.fileio import atomic_write_json, file_sha256
 from wavae.train.config import Config
 from wavae.train.loudness import DB_FLOOR
 from wavae.train.model import Wavae
@@ -41,9 +42,7 @@ from .bundle import (
     MANIFEST,
     OPSET,
     BundleError,
-    file_sha256,
     graph_opset,
-    write_json_atomic,
 )
 from .fold import fold_model
 
@@ -328,7 +327,7 @@ def export_bundle(
             quant_info = convert_bundle_graphs(tmp, specs, progress=progress)
         manifest = build_manifest(folded, cfg, block, precision, specs, tmp, source, quant_info)
         manifest["export"] = {"fold_max_abs_diff": fold_diff}
-        write_json_atomic(tmp / MANIFEST, manifest)
+        atomic_write_json(tmp / MANIFEST, manifest)
         _fsync_dir(tmp)
         _install(tmp, out)
     except BaseException:

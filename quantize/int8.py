@@ -47,7 +47,9 @@ import numpy as np
 
 from wavae.errors import WavaeError
 
-from .bundle import BundleStreamer, FORMAT, FORMAT_VERSION, MANIFEST, OPSET, graph_opset, write_json_atomic
+from wavae.fileio import atomic_write_json
+
+from .bundle import FORMAT, FORMAT_VERSION, MANIFEST, OPSET, BundleStreamer, graph_opset
 
 QUANTIZED_OPS = ["Conv", "ConvTranspose", "MatMul", "Gemm"]
 ACTIVATION_TYPES = ("int8", "uint8")
@@ -301,7 +303,7 @@ def quantize_bundle_graphs(
         for spec in specs.values():
             (bundle_dir / spec["file"]).rename(fp32_dir / spec["file"])
         block = specs["encoder"]["inputs"][0]["shape"][-1]
-        write_json_atomic(
+        atomic_write_json(
             fp32_dir / MANIFEST,
             {"format": FORMAT, "format_version": FORMAT_VERSION, "block": block, "graphs": specs,
              "sample_rate": 0, "frame": 0, "latent_dim": 0, "precision": "fp32", "files": {}},

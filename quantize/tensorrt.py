@@ -24,13 +24,14 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 from wavae.errors import WavaeError
 
-from .bundle import file_sha256, verify_bundle_files, write_json_atomic
+from wavae.fileio import atomic_write_bytes, atomic_write_json, file_sha256
+
+from .bundle import verify_bundle_files
 
 ENGINES = "engines"
 FINGERPRINT = "fingerprint.json"
@@ -269,21 +270,12 @@ def build_bundle_engines(
         if progress:
             progress(f"building {g} engine ({precision})")
         plan = build_engine(trt, bundle / manifest["graphs"][g]["file"], precision, workspace_mb)
-        fd, tmp = tempfile.mkstemp(dir=engines, prefix=f".{g}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(plan)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, plans[g])
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(plans[g], plan)
     record = read_fingerprint(engines) or {}
     record[precision] = {
         "fingerprint": want,
         "plans": {g: Path(p).name for g, p in plans.items()},
         "plan_sha256": {g: file_sha256(Path(p)) for g, p in plans.items()},
     }
-    write_json_atomic(engines / FINGERPRINT, record)
+    atomic_write_json(engines / FINGERPRINT, record)
     return {"rebuilt": True, "fingerprint": want, "plans": plans}

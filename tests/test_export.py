@@ -11,7 +11,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from wavae.quantize.bundle import MANIFEST, BundleError, BundleStreamer, file_sha256, graph_opset, verify_bundle_files
+from wavae.fileio import file_sha256
+from wavae.quantize.bundle import MANIFEST, BundleError, BundleStreamer, graph_opset, verify_bundle_files
 from wavae.quantize.export import ExportError, export_bundle
 from wavae.quantize.fold import fold_model
 from wavae.train.config import resolve

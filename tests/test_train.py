@@ -3,7 +3,6 @@ reconstruction through the CLI, and clear errors for bad runs and configs."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys

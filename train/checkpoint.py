@@ -11,14 +11,13 @@ Checkpoints hold only tensors and plain Python values, so they load with
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from wavae.errors import WavaeError
+from wavae.fileio import atomic_path, atomic_write_json
 
 from .config import Config, ConfigError, from_dict
 
@@ -31,38 +30,13 @@ class RunError(WavaeError, RuntimeError):
     """A run directory or checkpoint is missing, corrupt or unfinished."""
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide it from a service user
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_config(run: Path, cfg: Config) -> None:
-    atomic_write_bytes(Path(run) / CONFIG, (json.dumps(cfg.to_dict(), indent=2) + "\n").encode())
+    atomic_write_json(Path(run) / CONFIG, cfg.to_dict())
 
 
 def read_config(run: Path) -> Config:

@@ -46,22 +46,14 @@ def reconstruct(model, audio: np.ndarray, streaming: bool = False, block: int | 
 
 def write_audio(path: Path, audio: np.ndarray, sample_rate: int) -> None:
     """Atomic write: a temp file beside the target, then rename."""
-    import os
-    import tempfile
-
     import soundfile as sf
+
+    from wavae.fileio import atomic_path
 
     path = Path(path)
     fmt = path.suffix.lstrip(".").upper() or "WAV"
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         sf.write(tmp, audio, sample_rate, format=fmt, subtype="FLOAT" if fmt == "WAV" else None)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def main(args: argparse.Namespace) -> int:

@@ -35,7 +35,9 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from .data import AudioError, DataError, _umask, load_audio
+from wavae.fileio import atomic_path
+
+from .data import AudioError, DataError, load_audio
 
 log = logging.getLogger(__name__)
 
@@ -391,17 +393,8 @@ def _existing_seconds(path: Path, sample_rate: int) -> float | None:
 
 
 def _write_wav(path: Path, x: np.ndarray, sample_rate: int) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
-    try:
+    with atomic_path(path) as tmp:
         sf.write(tmp, x, sample_rate, subtype="PCM_16", format="WAV")
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def build_corpus(

@@ -34,6 +34,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from wavae.errors import WavaeError
+from wavae.fileio import atomic_path, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -147,41 +148,12 @@ class _Chunker:
             self._emit(self.tail)
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def _write_npy(raw_path: Path, n: int, chunk: int, dest: Path) -> None:
     """Write ``n`` raw float32 rows from ``raw_path`` as ``dest`` (.npy), atomically."""
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
-    try:
-        with os.fdopen(fd, "wb") as f, open(raw_path, "rb") as raw:
-            header = {"descr": "<f4", "fortran_order": False, "shape": (n, chunk)}
-            np.lib.format.write_array_header_1_0(f, header)
-            shutil.copyfileobj(raw, f, 1 << 22)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_json(obj: dict, dest: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(obj, indent=2) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(dest) as tmp, open(tmp, "wb") as f, open(raw_path, "rb") as raw:
+        header = {"descr": "<f4", "fortran_order": False, "shape": (n, chunk)}
+        np.lib.format.write_array_header_1_0(f, header)
+        shutil.copyfileobj(raw, f, 1 << 22)
 
 
 class ChunkCache:
@@ -319,7 +291,7 @@ class ChunkCache:
                 "seconds": total / sample_rate,
             }
             _write_npy(raw_path, chunker.n_chunks, chunk, npy)
-            _write_json(meta, meta_path)  # last: a cache counts only once its metadata exists
+            atomic_write_json(meta_path, meta)  # last: a cache counts only once its metadata exists
         finally:
             raw_path.unlink(missing_ok=True)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from .streaming import CausalConv1d, State, StreamingModule
 
