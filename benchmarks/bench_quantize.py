@@ -81,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", default="wavae")
     ap.add_argument("--block", type=int, default=512)
     ap.add_argument("--run", type=Path, default=None, help="a trained run (default: untrained weights)")
+    ap.add_argument("--pruned", type=Path, default=None,
+                    help="a pruned, fine-tuned run from `wavae prune` (default: prune --run's model at 0.5, no fine-tune)")
     ap.add_argument("--blocks", type=int, default=200, help="timed blocks per row")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
@@ -117,16 +119,17 @@ def main(argv: list[str] | None = None) -> int:
         b8 = export_bundle(model, cfg, tmp / "int8", block=block, precision="int8", calibration=cal)
         b8u = export_bundle(model, cfg, tmp / "int8-u8", block=block, precision="int8", calibration=cal,
                             int8_activations="uint8")
-        pruned_bundle = None
-        try:
+        if args.pruned:
+            from wavae.train.checkpoint import load_run
+
+            _, pruned, _ = load_run(args.pruned, require_vocoder=True)
+        else:
             from wavae.quantize.prune import prune_model
-        except ImportError:
-            prune_model = None
-        if prune_model is not None:
+
             pruned = prune_model(model, 0.5).eval()
-            pruned_bundle = export_bundle(pruned, cfg, tmp / "p50-int8", block=block, precision="int8", calibration=cal)
-            pruned_u8 = export_bundle(pruned, cfg, tmp / "p50-int8-u8", block=block, precision="int8",
-                                      calibration=cal, int8_activations="uint8")
+        pruned_bundle = export_bundle(pruned, cfg, tmp / "p50-int8", block=block, precision="int8", calibration=cal)
+        pruned_u8 = export_bundle(pruned, cfg, tmp / "p50-int8-u8", block=block, precision="int8",
+                                  calibration=cal, int8_activations="uint8")
 
         ref = BundleStreamer(b32).stream(held_out)
 
@@ -151,17 +154,19 @@ def main(argv: list[str] | None = None) -> int:
             s = BundleStreamer(b, threads=1)
             ms = time_blocks(s.process, blocks)
             row(name, ms, BundleStreamer(b).stream(held_out), b, note)
-        if pruned_bundle is not None:
-            s = BundleStreamer(pruned_bundle, threads=1)
-            ms = time_blocks(s.process, blocks)
-            untuned = "untrained, no fine-tune: quality vs the unpruned model is meaningless" if not args.run else "no fine-tune"
-            row("pruned 0.5 + int8", ms, BundleStreamer(pruned_bundle).stream(held_out), pruned_bundle, untuned)
-            s = BundleStreamer(pruned_u8, threads=1)
-            ms = time_blocks(s.process, blocks)
-            row("pruned 0.5 + int8, uint8 activations", ms, BundleStreamer(pruned_u8).stream(held_out), pruned_u8,
-                "x86 form")
+        if args.pruned:
+            how = f"`wavae prune` run `{args.pruned}` (fine-tuned)"
+        elif args.run:
+            how = "no fine-tune"
         else:
-            rows.append(("pruned 0.5 + int8", None, None, None, None, None, None, "TODO: wavae.quantize.prune missing"))
+            how = "untrained, no fine-tune: quality vs the unpruned model is meaningless"
+        s = BundleStreamer(pruned_bundle, threads=1)
+        ms = time_blocks(s.process, blocks)
+        row("pruned 0.5 + int8", ms, BundleStreamer(pruned_bundle).stream(held_out), pruned_bundle, how)
+        s = BundleStreamer(pruned_u8, threads=1)
+        ms = time_blocks(s.process, blocks)
+        row("pruned 0.5 + int8, uint8 activations", ms, BundleStreamer(pruned_u8).stream(held_out), pruned_u8,
+            "x86 form")
 
     def fmt(v, spec):
         if v is None:
