@@ -136,6 +136,15 @@ class _PyCuda:
     def launch(self, graph) -> None:
         graph.launch(self.stream)
 
+    def event(self):
+        return self.cuda.Event()
+
+    def record(self, ev) -> None:
+        ev.record(self.stream)
+
+    def elapsed_ms(self, start, end) -> float:
+        return float(end.time_since(start))  # both recorded, stream synced
+
     def close(self) -> None:
         self._keep.clear()
         self.ctx.pop()
@@ -207,6 +216,15 @@ class _CudaPython:
 
     def launch(self, graph) -> None:
         self._check(self.rt.cudaGraphLaunch(graph, self.stream_handle))
+
+    def event(self):
+        return self._check(self.rt.cudaEventCreate())
+
+    def record(self, ev) -> None:
+        self._check(self.rt.cudaEventRecord(ev, self.stream_handle))
+
+    def elapsed_ms(self, start, end) -> float:
+        return float(self._check(self.rt.cudaEventElapsedTime(start, end)))
 
     def close(self) -> None:
         for p in self._host:
@@ -296,6 +314,9 @@ class _TrtGraph:
         self._state_dev = [[cuda.device(4 * int(np.prod(s.shape))) for s in info.states] for _ in range(2)]
         self.tokens = [[np.zeros(0, np.float32) for _ in info.states] for _ in range(2)]
         self.graphs = [None, None]
+        # GPU time of the last step (CUDA events around it on the step's stream)
+        self._ev = (cuda.event(), cuda.event())
+        self.last_gpu_ms: float | None = None
 
     def bind_parity(self, p: int) -> None:
         for s, a, b in zip(self.info.states, self._state_dev[p], self._state_dev[1 - p]):
@@ -315,12 +336,15 @@ class _TrtGraph:
                 cuda.dtoh(arr, self._out_dev[name])
 
     def run(self, p: int) -> None:
+        self.cuda.record(self._ev[0])
         if self.graphs[p] is not None:
             self.bind_parity(p)
             self.cuda.launch(self.graphs[p])
         else:
             self.enqueue(p)
+        self.cuda.record(self._ev[1])
         self.cuda.sync()
+        self.last_gpu_ms = self.cuda.elapsed_ms(*self._ev)
 
     def zero_state(self, p: int) -> None:
         for s, ptr in zip(self.info.states, self._state_dev[p]):
@@ -346,6 +370,7 @@ class TensorRTBackend(Backend):
         plans = find_plans(bundle, precision)
         self.bundle = bundle
         self.cuda = _cuda_shim()
+        self.last_gpu_ms: float | None = None
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
         self._graphs: dict[str, _TrtGraph] = {}
@@ -418,6 +443,7 @@ class TensorRTBackend(Backend):
         else:
             raise BackendError("the TensorRT backend keeps its state on the GPU: pass the state it returned")
         g.run(p)
+        self.last_gpu_ms = g.last_gpu_ms  # read by `wavae profile` to split GPU from wall time
         return g.outputs, g.tokens[1 - p]
 
     def close(self) -> None:
