@@ -4,7 +4,7 @@
       -> input guard (NaN/Inf -> zeros, counted) -> clip to +-4 -> mono
       -> resampler (device -> model rate) -> input FIFO
       -> per model block: + feedback -> encoder -> latent controls -> decoder
-                          -> NaN guard -> output gain -> soft limiter
+                          -> NaN guard -> fade-in after a reset -> output gain
                           -> feedback shaper (band-pass, gain, DC blocker, limiter) -> next block
                           -> resampler (model -> device rate) -> output FIFO
       -> P frames out of the output FIFO -> soft limiter -> channels [P, ch_out]
@@ -25,7 +25,25 @@ ALSA buffer comes on top and is reported by it.
 Controls are read once per model block from ``Controls.snapshot`` (a reference
 load; no lock) and smoothed per latent frame with a one-pole filter whose time
 constant is the ``smoothing`` control.  Switches (freeze, loudness source,
-generative) are crossfades of the same kind, so nothing clicks.
+generative) are crossfades of the same kind, so nothing clicks.  A smoothed
+value lands exactly on its target once within ``SNAP`` of it (``SWITCH_SNAP``
+for the switches), so a control returned to its resting value (feedback gain 0,
+output gain 1) switches its processing off instead of crawling through
+denormals forever.
+
+Fade-in: the decoder's first output from zero state is a click (about 0.13 on
+sample 0 for a trained tiny model).  After construction, every ``reset()`` and
+every NaN-guard reset, the decoded audio is faded in over ``fade_in_s`` (default
+``FADE_IN_S`` = 15 ms) with a raised cosine ``w[n] = (1 - cos(pi n / F)) / 2``,
+starting with the first decoder block that is not muted.  It is applied at the
+model rate, on the very samples the click is in, so the output resampler never
+sees the click to spread it; at the device rate the fade ends ``fade_in_s``
+after the model's first sample comes out (``signal_delay_samples`` after a
+reset), plus the resampler filter's half-length.
+
+One soft limiter, on the device-rate output (after the resampler, whose
+filter can overshoot): the model-rate signal that feeds the feedback shaper is
+bounded by the shaper's own limiter.
 """
 
 from __future__ import annotations
@@ -54,6 +72,9 @@ MAX_BLOCK_SECONDS = 1.0
 MAX_PERIOD = 16384
 INPUT_CLIP = 4.0  # input samples beyond +-4 full scale are clipped (nothing real gets there)
 OUTPUT_KNEE, OUTPUT_CEILING = 0.9, 1.0
+FADE_IN_S = 0.015  # raised-cosine fade-in of the decoded audio after every reset (seconds)
+SNAP = 1e-7  # a smoothed control this close to its target is set to it exactly
+SWITCH_SNAP = 1e-4  # the same for the on/off crossfades (freeze, manual loudness, generative)
 
 # smoothed scalars, after the latent_dim bias entries
 _SCALARS = ("scale", "noise", "loudness", "freeze", "manual", "generative", "fb_gain", "fb_logf", "fb_q", "out_gain")
@@ -144,8 +165,11 @@ class Engine:
         controls: Controls | None = None,
         resampler: str = "polyphase",
         seed: int = 0,
+        fade_in_s: float = FADE_IN_S,
     ):
         check_servable(bundle, device_rate, period, channels_in, channels_out)
+        if isinstance(fade_in_s, bool) or not isinstance(fade_in_s, (int, float)) or not 0.0 <= fade_in_s <= 1.0:
+            raise EngineError(f"fade_in_s must be between 0 and 1 second, got {fade_in_s!r}")
         self.bundle, self.backend = bundle, backend
         self.device_rate, self.period = int(device_rate), int(period)
         self.channels_in, self.channels_out = channels_in, channels_out
@@ -189,7 +213,13 @@ class Engine:
         self._work_b = np.zeros(B, np.float32)
         self._fb_buf = np.zeros(B, np.float32)
         self._ramp = (np.arange(1, B + 1, dtype=np.float32) / B).astype(np.float32)
+        # fade-in envelope: F raised-cosine samples, then ones for a whole block
+        self.fade_samples = F = int(round(fade_in_s * self.model_rate))
+        self._fade = np.ones(F + B, np.float32)
+        self._fade[:F] = 0.5 * (1.0 - np.cos(np.pi * np.arange(F) / F))
         self._eps = np.zeros(D, np.float32)
+        self._tmp_d = np.zeros(D, np.float32)
+        self._bias = np.zeros(D, np.float32)
         self._zsrc = np.zeros(D, np.float32)
         self._std_src = np.zeros(D, np.float32)
         self._z = np.zeros(D, np.float32)
@@ -203,7 +233,12 @@ class Engine:
         self._S = np.zeros(n, np.float64)  # smoothed control values
         self._T = np.zeros(n, np.float64)  # their targets
         self._dS = np.zeros(n, np.float64)
+        self._absd = np.zeros(n, np.float64)
+        self._snap_mask = np.zeros(n, bool)
         self._idx = {k: D + i for i, k in enumerate(_SCALARS)}
+        self._snap_tol = np.full(n, SNAP)
+        for k in ("freeze", "manual", "generative"):  # crossfades land exactly on 0 or 1
+            self._snap_tol[self._idx[k]] = SWITCH_SNAP
         self._fb = FeedbackShaper(self.model_rate, B)
         self._frame_s = self.frame / self.model_rate
         self._out_gain_prev = 1.0
@@ -216,7 +251,7 @@ class Engine:
             "fifo_underruns": 0,
             "generative_blocks": 0,
         }
-        self._nan_logged = False
+        self._guard_logged = {"input": False, "model": False}  # one warning per cause
         self._underrun_logged = False
         self.block_times = np.zeros(4096, np.float64)  # seconds per model block (ring)
         self._n_timed = 0
@@ -243,9 +278,11 @@ class Engine:
         self._out_fifo.write_zeros(self.prefill)
         self._fb.reset()
         self._fb_buf.fill(0.0)
+        self._fb_live = False  # the shaper ran last block: _fb_buf is mixed into the next
         self._held_z.fill(0.0)
         self._held_std.fill(0.0)
         self._held_loud = 0.0
+        self._fade_pos = 0  # samples of the fade-in applied so far
         self._snap: ControlSnapshot | None = None
         self._fresh = True
         self._rng = np.random.default_rng(self.seed)
@@ -253,19 +290,29 @@ class Engine:
         self._model_pos = 0  # model-rate samples consumed as blocks
         self._mute_until = 0  # blocks starting before this model position are muted
 
+    def reset_stats(self) -> None:
+        """Zero ``stats`` and the block timings (e.g. after a warm-up), keeping the stream's state."""
+        for key in self.stats:
+            self.stats[key] = 0
+        self._n_timed = 0
+
     def _reset_model(self) -> None:
+        """The NaN guard's reset: model state, feedback and freeze hold; the next audible block fades in."""
         self._enc_state = self.backend.init_state("encoder")
         self._dec_state = self.backend.init_state("decoder")
         self._fb.reset()
         self._fb_buf.fill(0.0)
+        self._fb_live = False
         self._held_z.fill(0.0)
         self._held_std.fill(0.0)
         self._held_loud = 0.0
+        self._fade_pos = 0
 
-    def _guard_event(self, what: str) -> None:
+    def _guard_event(self, cause: str, what: str) -> None:
+        """Count a NaN-guard reset; log the first of each ``cause`` ("input" or "model")."""
         self.stats["nan_resets"] += 1
-        if not self._nan_logged:
-            self._nan_logged = True
+        if not self._guard_logged[cause]:
+            self._guard_logged[cause] = True
             log.warning(
                 "%s: muted, model state reset (logged once; see stats['nan_resets'] for the count)", what
             )
@@ -292,15 +339,13 @@ class Engine:
             self._fresh = False
 
     def _smooth_step(self) -> None:
-        S, dS = self._S, self._dS
-        np.subtract(self._T, S, out=dS)
+        S, T, dS = self._S, self._T, self._dS
+        np.subtract(T, S, out=dS)
+        np.abs(dS, out=self._absd)
+        np.less(self._absd, self._snap_tol, out=self._snap_mask)
         dS *= 1.0 - self._a
         S += dS
-        ix = self._idx
-        for k in ("freeze", "manual", "generative"):  # crossfades land exactly on 0 or 1
-            i = ix[k]
-            if abs(self._T[i] - S[i]) < 1e-4:
-                S[i] = self._T[i]
+        np.copyto(S, T, where=self._snap_mask)  # close enough: exactly on target from here on
 
     # ------------------------------------------------------------------ blocks
     def _run_block(self) -> None:
@@ -314,7 +359,7 @@ class Engine:
         self._in_fifo.read_into(x)
         block_start = self._model_pos
         self._model_pos += self.block
-        if self._fb.gain > 0.0 or T[ix["fb_gain"]] > 0.0 or self._fb.active:
+        if self._fb_live:
             x += self._fb_buf
 
         skip_encoder = S[ix["generative"]] == 1.0 and T[ix["generative"]] == 1.0
@@ -329,11 +374,12 @@ class Engine:
             np.copyto(self._enc_std, outs["z_std"].reshape(D, nf))
             np.copyto(self._enc_loud, outs["loudness"].reshape(nf))
 
-        z, zsrc, stdsrc = self._z, self._zsrc, self._std_src
+        z, zsrc, stdsrc, tmp, bias = self._z, self._zsrc, self._std_src, self._tmp_d, self._bias
         for j in range(nf):
             self._smooth_step()
+            np.copyto(bias, S[:D], casting="same_kind")
             zl, sl, ll = self._enc_z[:, j], self._enc_std[:, j], float(self._enc_loud[j])
-            m_f = S[ix["freeze"]]
+            m_f = float(S[ix["freeze"]])
             if T[ix["freeze"]] == 0.0 and m_f == 0.0:  # not frozen: the hold tracks the input
                 np.copyto(self._held_z, zl)
                 np.copyto(self._held_std, sl)
@@ -344,28 +390,31 @@ class Engine:
                 loud = ll
             else:  # crossfade live -> held
                 np.multiply(zl, 1.0 - m_f, out=zsrc)
-                zsrc += m_f * self._held_z
+                np.multiply(self._held_z, m_f, out=tmp)
+                zsrc += tmp
                 np.multiply(sl, 1.0 - m_f, out=stdsrc)
-                stdsrc += m_f * self._held_std
+                np.multiply(self._held_std, m_f, out=tmp)
+                stdsrc += tmp
                 loud = (1.0 - m_f) * ll + m_f * self._held_loud
             # z = scale * z + bias + noise * std * eps
-            np.multiply(zsrc, S[ix["scale"]], out=z)
-            z += S[:D]
-            noise = S[ix["noise"]]
-            m_g = S[ix["generative"]]
+            np.multiply(zsrc, float(S[ix["scale"]]), out=z)
+            z += bias
+            noise = float(S[ix["noise"]])
+            m_g = float(S[ix["generative"]])
             if noise > 0.0 or m_g > 0.0:
                 self._rng.standard_normal(D, dtype=np.float32, out=self._eps)
             if noise > 0.0:
                 np.multiply(stdsrc, self._eps, out=zsrc)  # zsrc is free now
                 zsrc *= noise
                 z += zsrc
-            m_l = S[ix["manual"]]
-            manual = S[ix["loudness"]]
+            m_l = float(S[ix["manual"]])
+            manual = float(S[ix["loudness"]])
             loud = (1.0 - m_l) * loud + m_l * manual
             if m_g > 0.0:  # generative: z = bias + noise * N(0, 1), manual loudness
                 z *= 1.0 - m_g
                 np.multiply(self._eps, noise * m_g, out=zsrc)
-                zsrc += m_g * S[:D]
+                np.multiply(bias, m_g, out=tmp)
+                zsrc += tmp
                 z += zsrc
                 loud = (1.0 - m_g) * loud + m_g * manual
             self._dec_z[:, j] = z
@@ -379,22 +428,29 @@ class Engine:
         elif not math.isfinite(float(np.dot(y, y))) or not math.isfinite(float(self._dec_z.sum())):
             y.fill(0.0)
             self._reset_model()
-            self._guard_event("non-finite audio from the model")
+            self._guard_event("model", "non-finite audio from the model")
+        elif self._fade_pos < self.fade_samples:  # the first audible block(s) after a reset
+            y *= self._fade[self._fade_pos : self._fade_pos + self.block]
+            self._fade_pos += self.block
 
-        # output gain, ramped across the block, then the soft limiter
+        # output gain, ramped across the block (the soft limiter is on the device-rate output)
         g0, g1 = self._out_gain_prev, float(S[ix["out_gain"]])
         if g0 != 1.0 or g1 != 1.0:
             np.multiply(self._ramp, g1 - g0, out=self._work_b)
             self._work_b += g0
             y *= self._work_b
         self._out_gain_prev = g1
-        soft_limit(y, OUTPUT_KNEE, OUTPUT_CEILING, y, self._work_b)
 
-        # feedback: shaped now, mixed into the next block
+        # feedback: shaped now, mixed into the next block; off once the gain is 0 and its tail has died
         fb_gain = float(S[ix["fb_gain"]])
-        if fb_gain > 0.0 or self._fb.gain > 0.0 or self._fb.active:
+        if fb_gain > 0.0 or self._fb.active:
             self._fb.set_filter(math.exp(S[ix["fb_logf"]]), float(S[ix["fb_q"]]))
             self._fb.process(y, fb_gain, self._fb_buf)
+            self._fb_live = True
+        elif self._fb_live:
+            self._fb.reset()
+            self._fb_buf.fill(0.0)
+            self._fb_live = False
 
         self._out_fifo.write(self._rs_out.process(y))
         self.stats["blocks"] += 1
@@ -426,7 +482,7 @@ class Engine:
             spread = 0 if self.device_rate == self.model_rate else math.ceil(self._rs_in.delay) + 1
             end = math.ceil((self._device_frames + P) * self.model_rate / self.device_rate) + spread
             self._mute_until = max(self._mute_until, end)
-            self._guard_event("NaN/Inf in the input")
+            self._guard_event("input", "NaN/Inf in the input")
         np.clip(mono, -INPUT_CLIP, INPUT_CLIP, out=mono)
 
         self._in_fifo.write(self._rs_in.process(mono))

@@ -113,6 +113,32 @@ def test_engine_smooths_controls_per_latent_frame(tiny_bundle):
     np.testing.assert_allclose(step[:, 10 * nf :], 1.0, atol=1e-5)
 
 
+def test_engine_smoothing_lands_exactly_on_the_target(tiny_bundle):
+    """A control moved away and back ends exactly on its value, not a denormal or an ulp away from it."""
+    from wavae.device.backends import make_backend
+    from wavae.device.bundle import load_bundle
+    from wavae.device.engine import Engine
+
+    bundle = load_bundle(tiny_bundle)
+    eng = Engine(bundle, make_backend(bundle, "onnxruntime"), device_rate=bundle.sample_rate, period=bundle.block)
+    P, D = bundle.block, bundle.latent_dim
+    x = np.zeros((P, 1), np.float32)
+    away = {"output_gain": 2.0, "feedback_gain": 0.3, "scale": 0.5, "noise": 0.1, "bias": [1.0] * D}
+    back = {"output_gain": 1.0, "feedback_gain": 0.0, "scale": 1.0, "noise": 0.0, "bias": [0.0] * D}
+    eng.controls.update(away)
+    for _ in range(20):
+        eng.process(x)
+    eng.controls.update(back)
+    seconds = 2.0  # 40 time constants of the default smoothing (50 ms): 1e-7 is reached in 16
+    for _ in range(int(seconds * bundle.sample_rate / P)):
+        eng.process(x)
+    ix = eng._idx
+    for name in ("out_gain", "fb_gain", "scale", "noise"):
+        assert eng._S[ix[name]] == eng._T[ix[name]], name
+    assert eng._S[ix["out_gain"]] == 1.0 and eng._S[ix["fb_gain"]] == 0.0
+    assert not np.any(eng._S[:D])  # the bias knobs are back at exactly 0
+
+
 def test_control_script_parses_sorts_and_applies_by_frames(tmp_path):
     c = Controls(3)
     p = tmp_path / "s.json"

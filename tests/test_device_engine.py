@@ -9,6 +9,10 @@ the comparison is exact up to the same float tolerance.
 Exactness and plumbing run on an untrained tiny model.  The latent controls run
 on a bundle of the trained tiny run (``trained``), because an untrained decoder
 barely hears its latent; see the section "Controls on a trained model".
+
+The engine fades the decoded audio in after every reset (``FADE_IN_S``), a
+deliberate departure from the model's output: the comparisons with torch turn
+it off (``fade_in_s=0``), and the fade has tests of its own.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from conftest import synth_audio
 from wavae.device.backends import Backend, make_backend
 from wavae.device.bundle import Bundle, load_bundle
 from wavae.device.controls import ControlError, Controls
-from wavae.device.engine import OUTPUT_CEILING, Engine, EngineError
+from wavae.device.engine import FADE_IN_S, OUTPUT_CEILING, Engine, EngineError
 from wavae.device.resample import resample_offline
 
 TOL = 1e-5
@@ -72,7 +76,7 @@ def test_equals_torch_reference_at_model_rate(model_and_bundle, period):
     model, bundle, backend = model_and_bundle
     x = synth_audio(1.5, 16000, seed=3)
     ref = torch_stream(model, x, bundle.block)
-    eng = Engine(bundle, backend, device_rate=16000, period=period)
+    eng = Engine(bundle, backend, device_rate=16000, period=period, fade_in_s=0.0)
     shift = eng.latency()["signal_delay_samples"]
     y = run_engine(eng, np.concatenate([x, np.zeros(shift + period, np.float32)]))[:, 0]
     assert np.abs(ref).max() > 0.01  # the comparison is not between two silences
@@ -86,7 +90,7 @@ def test_equals_torch_reference_through_resampler(model_and_bundle, rate, period
     xd = resample_offline(synth_audio(1.5, 16000, seed=4), 16000, rate)
     # what the engine computes: device -> 16 kHz -> model -> device, with the same filters
     ref = resample_offline(torch_stream(model, resample_offline(xd, rate, 16000), bundle.block), 16000, rate)
-    eng = Engine(bundle, backend, device_rate=rate, period=period)
+    eng = Engine(bundle, backend, device_rate=rate, period=period, fade_in_s=0.0)
     shift = eng.latency()["signal_delay_samples"]
     y = run_engine(eng, np.concatenate([xd, np.zeros(shift + 4 * period, np.float32)]))[:, 0]
     n = ref.size - 256  # the reference's tail is flushed with zeros the engine has not seen
@@ -153,7 +157,12 @@ def test_loudness_manual_and_noise_change_output(model_and_bundle):
         assert np.abs(y - base).max() > 1e-5, ctl
 
 
-def test_nan_guard_mutes_resets_and_logs_once(model_and_bundle, caplog):
+def fade_envelope(n: int) -> np.ndarray:
+    """The documented fade-in: raised cosine, 0 on the first sample, 1 from sample n on."""
+    return 0.5 * (1.0 - np.cos(np.pi * np.arange(n) / n))
+
+
+def test_nan_guard_mutes_resets_fades_in_and_logs_once(model_and_bundle, caplog):
     _, bundle, backend = model_and_bundle
     x = synth_audio(2.0, 16000, seed=11)
     P = 256
@@ -168,10 +177,69 @@ def test_nan_guard_mutes_resets_and_logs_once(model_and_bundle, caplog):
     assert not np.any(y[10 * P : 11 * P]) and not np.any(y[20 * P : 21 * P])  # those blocks are muted
     assert np.isfinite(y).all()
     assert np.abs(y[11 * P : 20 * P]).max() > 1e-3  # and the next ones play
-    # after the guard the model runs from zero state: same as a fresh engine fed silence, then the input
-    fresh = run_engine(Engine(bundle, backend, device_rate=16000, period=P),
+    # after the guard the model runs from zero state, like a fresh engine (no fade) fed silence, then the
+    # input; and the first block that plays again fades in over the documented length
+    fresh = run_engine(Engine(bundle, backend, device_rate=16000, period=P, fade_in_s=0.0),
                        np.concatenate([np.zeros(P, np.float32), x[11 * P : 20 * P]]))[:, 0]
-    np.testing.assert_array_equal(y[11 * P : 20 * P], fresh[P:])
+    F = eng.fade_samples
+    assert F == round(FADE_IN_S * 16000) and y[11 * P] == 0.0
+    np.testing.assert_allclose(y[11 * P : 11 * P + F], fresh[P : P + F] * fade_envelope(F), rtol=1e-6, atol=1e-9)
+    np.testing.assert_array_equal(y[11 * P + F : 20 * P], fresh[P + F :])
+
+
+def test_model_blow_up_is_guarded_logged_apart_from_input_nan_and_faded_in(model_and_bundle, caplog):
+    """Each cause of a NaN-guard reset logs once: a model blow-up after an input NaN is still logged."""
+    _, bundle, backend = model_and_bundle
+    P = 256
+    x = synth_audio(2.0, 16000, seed=12)
+    x[5 * P + 9] = np.nan
+    eng = Engine(bundle, backend, device_rate=16000, period=P)
+    y = np.zeros(x.size, np.float32)
+    with caplog.at_level(logging.WARNING, logger="wavae.device.engine"):
+        for k in range(x.size // P):
+            if k in (15, 25):  # the decoder's state blows up (as a diverging model's would)
+                for a in eng._dec_state:
+                    a[...] = np.nan
+            y[k * P : (k + 1) * P] = eng.process(x[k * P : (k + 1) * P, None])[:, 0]
+    msgs = [r.getMessage() for r in caplog.records]
+    assert eng.stats["nan_resets"] == 3
+    assert len([m for m in msgs if "NaN/Inf in the input" in m]) == 1
+    assert len([m for m in msgs if "non-finite audio from the model" in m]) == 1  # logged, once for two
+    assert np.isfinite(y).all()
+    assert not np.any(y[15 * P : 16 * P]) and not np.any(y[25 * P : 26 * P])  # the blown-up blocks are muted
+    # the next block runs from zero state and fades in: a fresh engine without the fade, faded by hand
+    ref = Engine(bundle, backend, device_rate=16000, period=P, fade_in_s=0.0)
+    r = run_engine(ref, x[16 * P : 25 * P])[:, 0]
+    F = eng.fade_samples
+    assert y[16 * P] == 0.0
+    np.testing.assert_allclose(y[16 * P : 16 * P + F], r[:F] * fade_envelope(F), rtol=1e-6, atol=1e-9)
+    np.testing.assert_array_equal(y[16 * P + F : 25 * P], r[F:])
+
+
+def test_feedback_switches_off_when_its_gain_returns_to_zero(model_and_bundle):
+    """Feedback gain back to 0: within a second the smoothed gain is exactly 0.0 and the shaper is off."""
+    _, bundle, backend = model_and_bundle
+    P = 256
+    eng = Engine(bundle, backend, device_rate=16000, period=P)
+    x = 0.3 * np.random.default_rng(2).standard_normal(P * 200).astype(np.float32)
+    run_engine(eng, x[: 50 * P], {0: {"feedback_gain": 0.5, "output_gain": 2.0}})
+    assert eng._fb.active and eng._fb_live and np.abs(eng._fb_buf).max() > 1e-3  # the loop was running
+    ix = eng._idx
+    off_at = None
+    for k in range(150):  # 2.4 s at the default smoothing (50 ms)
+        if k == 0:
+            eng.controls.update({"feedback_gain": 0.0, "output_gain": 1.0})
+        eng.process(x[(50 + k) * P : (51 + k) * P, None])
+        if off_at is None and not eng._fb_live:
+            off_at = k
+    # one-pole to within 1e-7 of 0 takes ~100 latent frames (0.8 s), then the DC blocker's tail a few blocks
+    assert off_at is not None and off_at * P / 16000 < 1.2, off_at
+    assert eng._S[ix["fb_gain"]] == 0.0 and eng._S[ix["out_gain"]] == 1.0  # exactly: no denormal crawl
+    assert not eng._fb.active and eng._fb.gain == 0.0
+    assert not np.any(eng._fb_buf)  # nothing is mixed into the input any more
+    # and it comes back when asked
+    run_engine(eng, x[:10 * P], {0: {"feedback_gain": 0.5}})
+    assert eng._fb_live and np.abs(eng._fb_buf).max() > 1e-3
 
 
 def test_controls_of_another_size_are_refused(model_and_bundle):
@@ -189,8 +257,9 @@ def test_controls_of_another_size_are_refused(model_and_bundle):
 # still weak, and the thresholds are set from what it does, measured here:
 #   * its output is ~0.0053 RMS (-46 dBFS), mostly a 250 Hz buzz, nearly the
 #     same for any input (the input moves it by ~15 %, -16 dB);
-#   * from zero state its decoder starts with a 0.13 click on sample 0, so level
-#     measurements skip the first 0.1 s (``start()``);
+#   * from zero state its decoder starts with a 0.13 click on sample 0 (which the
+#     engine's fade-in hides, tested below); level measurements skip the first
+#     0.1 s (``start()``);
 #   * the engine and torch agree on it to 7e-8 (``Trained.floor``, "the float
 #     noise floor" below).
 # Each threshold's comment gives the measured figure and the margin.
@@ -217,7 +286,7 @@ def trained(trained_tiny_run, tmp_path_factory) -> Trained:
     sr = bundle.sample_rate
     x = synth_audio(1.5, sr, seed=3)
     ref = torch_stream(model, x, bundle.block)
-    eng = Engine(bundle, backend, device_rate=sr, period=bundle.block)
+    eng = Engine(bundle, backend, device_rate=sr, period=bundle.block, fade_in_s=0.0)
     shift = eng.latency()["signal_delay_samples"]
     y = run_engine(eng, np.concatenate([x, np.zeros(shift + bundle.block, np.float32)]))[shift : shift + ref.size, 0]
     return Trained(model, bundle, backend, float(np.abs(y - ref).max()))
@@ -243,9 +312,9 @@ def log_spectral_distance(a: np.ndarray, b: np.ndarray, n: int = 512, hop: int =
     return float(np.mean(np.abs(spec(a) - spec(b))))
 
 
-def render(t: Trained, x: np.ndarray, events=None) -> np.ndarray:
+def render(t: Trained, x: np.ndarray, events=None, **engine_args) -> np.ndarray:
     """Mono output at the model rate, one model block per period (the engine adds no delay there)."""
-    eng = Engine(t.bundle, t.backend, device_rate=t.bundle.sample_rate, period=t.bundle.block)
+    eng = Engine(t.bundle, t.backend, device_rate=t.bundle.sample_rate, period=t.bundle.block, **engine_args)
     assert eng.latency()["signal_delay_samples"] == 0
     return run_engine(eng, x, events)[:, 0]
 
@@ -285,7 +354,8 @@ def test_bias_on_first_and_last_dimension_is_heard(trained):
 def run_traced(t: Trained, x: np.ndarray, events, click_at: int | None = None):
     """Like ``render``, also returning the decoder's latent input [latent_dim, frames] and the engine.
 
-    ``click_at``: reset the model state before that period, which makes a real click (a control for the checks).
+    ``click_at``: restart the decoder from zero state before that period, which makes a real click (a
+    control for the checks; behind the engine's back, so without the fade-in that follows its own resets).
     """
     B = t.bundle.block
     eng = Engine(t.bundle, t.backend, device_rate=t.bundle.sample_rate, period=B)
@@ -294,7 +364,7 @@ def run_traced(t: Trained, x: np.ndarray, events, click_at: int | None = None):
         for name, v in events.get(p, {}).items():
             eng.controls.set(name, v)
         if p == click_at:
-            eng._reset_model()
+            eng._dec_state = eng.backend.init_state("decoder")
         ys.append(eng.process(x[p * B : (p + 1) * B, None])[:, 0])
         zs.append(eng.decoder_input()[0].copy())
     return np.concatenate(ys), np.concatenate(zs, axis=1), eng
@@ -413,9 +483,55 @@ def test_feedback_at_maximum_gain_stays_bounded(trained):
     second = [rms(y[i * rate : (i + 1) * rate]) for i in range(5)]
     closed = rms(y[rate:] - y_off[rate:]) / rms(y_off[rate:])
     assert np.isfinite(y).all() and eng.stats["nan_resets"] == 0
-    assert np.abs(y).max() < OUTPUT_CEILING  # measured 0.55: the start-up click at output gain 4
+    assert np.abs(y).max() < OUTPUT_CEILING  # measured 0.053 (0.55 before the fade-in hid the start-up click)
     assert fb_peak < eng._fb.ceiling  # the loop's limiter holds (measured 0.042 vs 0.5)
     # no growth once the input is gone: each later second is 0.996x the second one (limit 1.5x)
     assert max(second[2:]) <= 1.5 * second[1]
     # and the loop is really closed: feedback changes the output by 7 % of its level (limit 1 %)
     assert closed > 0.01
+
+
+def test_fade_in_hides_the_start_click_after_start_and_every_reset(trained):
+    t = trained
+    sr, B = t.bundle.sample_rate, t.bundle.block
+    x = synth_audio(1.0, sr, seed=5)
+    raw = render(t, x, fade_in_s=0.0)
+    eng = Engine(t.bundle, t.backend, device_rate=sr, period=B)
+    faded = run_engine(eng, x)[:, 0]
+    F = eng.fade_samples
+    assert F == round(FADE_IN_S * sr)  # 15 ms: 240 samples at 16 kHz
+    assert abs(raw[0]) > 0.1  # without the fade the model starts with a click (measured 0.133)
+    assert faded[0] == 0.0  # with it, the first output sample is silent
+    np.testing.assert_allclose(faded[:F], raw[:F] * fade_envelope(F), rtol=1e-6, atol=1e-9)  # a raised cosine
+    np.testing.assert_array_equal(faded[F:], raw[F:])  # at full level from the documented length on
+    eng.reset()
+    np.testing.assert_array_equal(run_engine(eng, x)[:, 0], faded)  # every reset fades in again
+
+
+def test_fade_in_through_the_resampler(trained):
+    """At 48 kHz: silent where the model's first sample comes out, full level a fade plus the filters later."""
+    t = trained
+    rate, P = 48000, 256
+    x = synth_audio(1.0, rate, seed=5)
+    raw = run_engine(Engine(t.bundle, t.backend, device_rate=rate, period=P, fade_in_s=0.0), x)[:, 0]
+    eng = Engine(t.bundle, t.backend, device_rate=rate, period=P)
+    faded = run_engine(eng, x)[:, 0]
+    lat = eng.latency()
+    start_at = lat["signal_delay_samples"]
+    assert not np.any(faded[:start_at])  # the prefill
+    assert abs(raw[start_at]) > 0.1  # the click, resampled (measured 0.137)
+    assert abs(faded[start_at]) < 1e-4  # faded: measured 4e-7
+    full = start_at + round(FADE_IN_S * rate) + int(np.ceil(lat["resampler_samples"]))
+    np.testing.assert_array_equal(faded[full:], raw[full:])
+
+
+def test_reset_stats_clears_counts_and_block_timings(model_and_bundle):
+    """What the live loop calls after its warm-up: the summary then covers only the real run."""
+    _, bundle, backend = model_and_bundle
+    eng = Engine(bundle, backend, device_rate=16000, period=256)
+    run_engine(eng, np.zeros(256 * 10, np.float32))
+    assert eng.stats["blocks"] == 10 and eng.timing()["blocks"] == 10
+    eng.reset_stats()
+    assert not any(eng.stats.values()) and eng.timing() == {"blocks": 0}
+    run_engine(eng, np.zeros(256 * 3, np.float32))
+    assert eng.stats["periods"] == 3 and eng.timing()["blocks"] == 3
