@@ -56,7 +56,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     live.add_argument("--playback", metavar="PCM", help="playback PCM name (overrides the config, like aplay -D)")
     live.add_argument("--seconds", type=float, default=None, help="stop after this many seconds of audio")
     p.add_argument("--profile", action="store_true",
-                   help="report per-block compute time (p50/p99/max) and the real-time factor at the end")
+                   help="record per-block compute time; file mode prints p50/p99/max and RTF, live mode writes "
+                        "the full profile report (JSON, Markdown, PNGs) on exit, SIGINT/SIGTERM included")
+    p.add_argument("--report", metavar="DIR", default=None,
+                   help="with --profile in live mode: where the report goes (default ./profile-report)")
 
 
 def parse_set(items: list[str]) -> dict:
