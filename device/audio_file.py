@@ -13,7 +13,7 @@ from .engine import DEVICE_RATES
 
 
 class AudioFileError(WavaeError, ValueError):
-    """An input audio file that file mode cannot take as it is."""
+    """An audio file that file mode cannot read as it is, or cannot write."""
 
 
 def read_wav(path: str | Path, rates: tuple[int, ...] = DEVICE_RATES) -> tuple[np.ndarray, int]:
@@ -25,6 +25,15 @@ def read_wav(path: str | Path, rates: tuple[int, ...] = DEVICE_RATES) -> tuple[n
     import soundfile as sf
 
     path = Path(path)
+    try:
+        return _read_wav(sf, path, rates)
+    except OSError as e:  # permissions, I/O errors: not a traceback
+        raise AudioFileError(
+            f"cannot read input {path}: {e.strerror or e}; check that it is readable (`ls -l {path}`)"
+        ) from e
+
+
+def _read_wav(sf, path: Path, rates: tuple[int, ...]) -> tuple[np.ndarray, int]:
     if not path.is_file():
         raise AudioFileError(f"input {path} does not exist")
     try:
@@ -45,7 +54,10 @@ def read_wav(path: str | Path, rates: tuple[int, ...] = DEVICE_RATES) -> tuple[n
             f"input {path} is at {info.samplerate} Hz, which is not a device rate this engine runs at "
             f"({', '.join(map(str, rates))}); resample it first, e.g. `sox {path.name} -r {near} out.wav`"
         )
-    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (RuntimeError, sf.LibsndfileError) as e:
+        raise AudioFileError(f"cannot read {path} as audio ({e}); the file may be truncated or damaged") from e
     if data.shape[0] == 0:
         raise AudioFileError(f"input {path} is empty (no audio frames)")
     bad = ~np.isfinite(data)
@@ -63,7 +75,14 @@ def write_wav_atomic(path: str | Path, data: np.ndarray, rate: int, subtype: str
     import soundfile as sf
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        sf.write(tmp, data, rate, subtype=subtype, format="WAV")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            sf.write(tmp, data, rate, subtype=subtype, format="WAV")
+    except (OSError, sf.LibsndfileError) as e:  # no permission, no such folder, disk full
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise AudioFileError(
+            f"cannot write output {path}: {reason}; check that its folder can be created and written "
+            f"(`ls -ld {path.parent}`) and that the disk has room (`df -h {path.parent}`)"
+        ) from e
     return path

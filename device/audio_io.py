@@ -16,22 +16,38 @@ How the PCMs are driven
   ``polldescriptors_revents()`` is called: plugin PCMs (ioplug, e.g. jack)
   need it to clear their wake-up pipe.
 - Start-up: the playback PCM is pre-filled with ``prefill_periods`` periods of
-  silence (it starts on the first write), then the first capture read starts
-  capture.  The pre-fill is the playback slack: it absorbs a period that takes
-  longer than its share, and is part of the latency (see ``io_latency``).
-- xrun (``read()``/``write()`` return ``-EPIPE``; pyalsaaudio has already
-  called ``snd_pcm_prepare``): a capture overrun loses the period, which is
-  replaced by silence; a playback underrun loses nothing we still hold: the
-  pre-fill is written again and then the same period is rewritten.  Each xrun is
-  counted and logged; it counts as recovered once the next period has been
-  written in full (``IOStats.xruns_unrecovered`` is what never got there).
+  silence (it starts on that write), then the first capture read starts
+  capture.  From then on the capture stream runs ``prefill_periods x
+  period_size`` frames ahead of the playback stream: that offset is the I/O
+  share of the round trip (``io_latency``), and what is left of the pre-fill
+  when a captured period is complete, ``(prefill_periods - 1) x period_size``
+  frames, is all the time a period may take to process before playback runs
+  dry (on a DMA-driven card; the JACK plugin consumes whole periods at its
+  cycle start and gives one period more).
+- Partial reads: a non-blocking ``read()`` may return less than a period, and
+  pyalsaaudio always asks for a whole one, so the next read can return more
+  than the period still needs.  Reads gather in a two-period buffer; what
+  completes a period is used, the rest starts the next one (nothing is lost).
+- xrun (``read()``/``write()`` return ``-EPIPE``): both streams are put back
+  in their start-up state, so the latency after an xrun is the latency before
+  it.  Both PCMs are dropped (the capture data queued during the stall and the
+  period in hand are stale), the pre-fill is written once, and reading goes on:
+  the next capture read restarts capture.  One stall is one xrun (a playback
+  underrun, or a capture overrun if that is seen first), counted and logged; it
+  counts as recovered once the next period has been written in full
+  (``IOStats.xruns_unrecovered`` is what never got there).  Without the drop,
+  the pre-fill written after an underrun would pile up on the audio still
+  queued and the round trip would grow by a period or two for good.
 - Lost device (USB interface unplugged: I/O fails with ENODEV and the like, or
   no audio arrives for ``io_timeout_s``): both PCMs are closed (playback
   dropped, not drained), nothing is processed or output, and both are reopened
   every ``reopen_interval_s``.  Once back, ``on_reopen`` runs (the live loop
   resets the engine state) and audio resumes.  Nothing raises.
 - A PCM that cannot be opened at start raises ``AudioDeviceError`` naming the
-  PCM and the config key and pointing at ``aplay -L`` / ``arecord -L``.
+  PCM and the config key and pointing at ``aplay -L`` / ``arecord -L``.  Any
+  alsa-lib error while opening (``PCM()``, ``info()``, ``polldescriptors()``,
+  e.g. a USB device that vanishes half-way) closes what was already opened and
+  raises ``AudioDeviceError``; during a reopen that is one more failed attempt.
 
 Sample formats S16_LE, S32_LE and FLOAT_LE are converted to and from float32
 into buffers allocated once.  pyalsaaudio's ``read()`` returns a fresh
@@ -193,6 +209,20 @@ def _pcm_list(kind: int) -> list[str]:
         return []
 
 
+def _close_quietly(pcm, drop: bool = True) -> None:
+    """Close a PCM that may be half-open or gone; with ``drop``, queued playback is
+    discarded first (pyalsaaudio's close() drains, which never ends on a dead device)."""
+    try:
+        if drop:
+            pcm.drop()
+    except alsaaudio.ALSAAudioError as e:
+        log.debug("dropping a PCM failed: %s", e)
+    try:
+        pcm.close()
+    except alsaaudio.ALSAAudioError as e:
+        log.debug("closing a PCM failed: %s", e)
+
+
 # ----------------------------------------------------------------------------
 # the duplex stream
 # ----------------------------------------------------------------------------
@@ -212,9 +242,12 @@ class AlsaDuplex:
         self.period = audio.period_size
         self.cap_conv = Converter(audio.format, self.period, audio.channels_in)
         self.play_conv = Converter(audio.format, self.period, audio.channels_out)
-        self._cap_buf = bytearray(self.cap_conv.nbytes)  # partial reads gather here
+        nbytes = self.cap_conv.nbytes
+        # reads gather here: a period in progress plus the excess of the read that completed it
+        self._cap_buf = bytearray(2 * nbytes)
         self._cap_view = memoryview(self._cap_buf)
-        self._zeros_in = np.zeros((self.period, audio.channels_in), np.float32)
+        self._cap_head = self._cap_view[:nbytes]  # the period to decode
+        self._cap_fill = 0  # bytes gathered towards the next period
         self._prefill = self.play_conv.silence(self.period * audio.prefill_periods)
         self._cap = self._play = None
         self._cap_poll = self._play_poll = None
@@ -225,19 +258,31 @@ class AlsaDuplex:
 
     # -- opening and closing ------------------------------------------------
     def open(self) -> None:
-        """Open both PCMs; raises AudioDeviceError with an actionable message."""
+        """Open both PCMs; raises AudioDeviceError with an actionable message.
+
+        Whatever fails (opening, querying, or the poll descriptors of either
+        PCM), the PCMs opened so far are closed before the error is raised.
+        """
         a = self.audio
-        cap = self._open_one(alsaaudio.PCM_CAPTURE, a.capture, a.channels_in, "audio.capture", "--capture", "arecord")
+        opened = []
         try:
+            cap = self._open_one(
+                alsaaudio.PCM_CAPTURE, a.capture, a.channels_in, "audio.capture", "--capture", "arecord"
+            )
+            opened.append(cap)
             play = self._open_one(
                 alsaaudio.PCM_PLAYBACK, a.playback, a.channels_out, "audio.playback", "--playback", "aplay"
             )
-        except AudioDeviceError:
-            cap.close()
+            opened.append(play)
+            cap_poll = self._poller(cap, "capture", a.capture, "audio.capture")
+            play_poll = self._poller(play, "playback", a.playback, "audio.playback")
+        except BaseException:
+            for pcm in reversed(opened):
+                _close_quietly(pcm)
             raise
         self._cap, self._play = cap, play
-        self._cap_poll = self._poller(cap)
-        self._play_poll = self._poller(play)
+        self._cap_poll, self._play_poll = cap_poll, play_poll
+        self._cap_fill = 0
 
     def _open_one(self, kind: int, name: str, channels: int, key: str, flag: str, tool: str):
         a = self.audio
@@ -272,7 +317,14 @@ class AlsaDuplex:
                 f"This machine's {what} PCMs: {listed}. List them with `{tool} -L`, "
                 f"then set {key} or pass {flag} NAME."
             ) from None
-        info = pcm.info()
+        try:
+            info = pcm.info()
+        except alsaaudio.ALSAAudioError as e:
+            _close_quietly(pcm)
+            raise AudioDeviceError(
+                f'{what} PCM "{name}" ({key} in {self.source}) opened but cannot be queried: {_alsa_message(e)}. '
+                f"Was the device unplugged while it opened? Check it with `{tool} -l`."
+            ) from None
         problems = []
         if info.get("rate") != a.rate:
             problems.append(f"rate {info.get('rate')} Hz instead of audio.rate = {a.rate}")
@@ -284,7 +336,7 @@ class AlsaDuplex:
         if info.get("format_name") != a.format:
             problems.append(f"format {info.get('format_name')} instead of audio.format = {a.format}")
         if problems:
-            pcm.close()
+            _close_quietly(pcm)
             raise AudioDeviceError(
                 f'{what} PCM "{name}" ({key} in {self.source}) does not accept the configured settings: '
                 f"it gave {'; '.join(problems)}. Set those keys to what the device supports, or use a "
@@ -296,11 +348,16 @@ class AlsaDuplex:
         self.actual[what] = {k: info.get(k) for k in keys}
         return pcm
 
-    @staticmethod
-    def _poller(pcm) -> select.poll:
+    def _poller(self, pcm, what: str, name: str, key: str) -> select.poll:
         p = select.poll()
-        for fd, mask in pcm.polldescriptors():
-            p.register(fd, mask)
+        try:
+            for fd, mask in pcm.polldescriptors():
+                p.register(fd, mask)
+        except alsaaudio.ALSAAudioError as e:
+            raise AudioDeviceError(
+                f'{what} PCM "{name}" ({key} in {self.source}) opened but gives no poll descriptors: '
+                f"{_alsa_message(e)}. Was the device unplugged while it opened?"
+            ) from None
         return p
 
     def close(self, drain: bool = True) -> None:
@@ -312,15 +369,10 @@ class AlsaDuplex:
     def _close_pcms(self, lost: bool) -> None:
         cap, play = self._cap, self._play
         self._cap = self._play = self._cap_poll = self._play_poll = None
+        self._cap_fill = 0
         for pcm in (cap, play):
-            if pcm is None:
-                continue
-            try:
-                if lost and pcm is play:
-                    pcm.drop()  # close() drains playback, which never ends on a dead device
-                pcm.close()
-            except alsaaudio.ALSAAudioError as e:
-                log.debug("closing a PCM failed: %s", e)
+            if pcm is not None:
+                _close_quietly(pcm, drop=lost)
 
     def _drain(self) -> None:
         """Wait until the playback queue has played out (the PCMs are non-blocking)."""
@@ -338,15 +390,33 @@ class AlsaDuplex:
 
     # -- latency --------------------------------------------------------------
     def io_latency(self) -> dict[str, int]:
-        """Buffering the I/O adds, in frames at the device rate.
+        """What the I/O adds to the round trip, in frames at the device rate.
 
-        A period is complete before it is read (``capture_period``), and a
-        written period plays after the ``playback_prefill`` queued ahead of it.
+        Both streams start together, playback with ``prefill_periods`` periods
+        queued, so a captured frame is played ``prefill_periods x period_size``
+        frames later (``playback_prefill``) plus whatever the processing delays
+        the signal by; the capture period is inside that offset, not on top of
+        it.  ``process_budget`` is the pre-fill left when a captured period is
+        complete, ``(prefill_periods - 1) x period_size``: the longest a period
+        may take to process before playback runs dry on a DMA-driven card.
         """
+        prefill = self.audio.prefill_periods
         return {
-            "capture_period": self.period,
-            "playback_prefill": self.period * self.audio.prefill_periods,
+            "playback_prefill": self.period * prefill,
+            "process_budget": self.period * (prefill - 1),
         }
+
+    def playback_queued(self) -> int:
+        """Frames written to the playback PCM and not played yet (``buffer_size - avail()``).
+
+        Called from ``process``, it is what is queued ahead of the period about to
+        be written: ``(prefill_periods - 1) x period_size`` in steady state.
+        """
+        buffer = self.actual["playback"]["buffer_size"]
+        try:
+            return buffer - self._play.avail()
+        except alsaaudio.ALSAAudioError as e:
+            raise _DeviceLost(f"playback avail failed: {_alsa_message(e)}") from None
 
     # -- the loop -------------------------------------------------------------
     def stop(self) -> None:
@@ -362,21 +432,17 @@ class AlsaDuplex:
     ) -> IOStats:
         """Run period by period until ``stop()`` or ``max_frames`` frames of device time.
 
-        Device time is frames processed plus, while the device is lost, the wall
-        time spent without it; on an unpaced PCM (the ``file`` plugin) it stops
-        after exactly ``max_frames`` frames (rounded up to whole periods).
+        Device time is frames written (a period an xrun made stale is not) plus,
+        while the device is lost, the wall time spent without it; on an unpaced
+        PCM (the ``file`` plugin) it stops after exactly ``max_frames`` frames
+        (rounded up to whole periods).
         """
         if self._cap is None:
             self.open()
         st = self.stats
         rate = self.audio.rate
         t0 = time.monotonic()
-        try:
-            self._write_all(self._prefill, prefill_on_xrun=False)
-        except _DeviceLost as e:
-            self._lose(e)
-        except _Stopped:
-            pass
+        self._start()
         while not self._stop.is_set():
             if max_frames is not None and st.frames + int(st.lost_s * rate) >= max_frames:
                 break
@@ -386,20 +452,59 @@ class AlsaDuplex:
             try:
                 x = self._read_period()
                 y = process(x)
-                self._write_period(y)
+                written = self._write_period(y)
             except _DeviceLost as e:
                 self._lose(e)
                 continue
             except _Stopped:
                 break
-            st.periods += 1
-            st.frames += self.period
+            if written:
+                st.periods += 1
+                st.frames += self.period
         st.wall_s = time.monotonic() - t0
         return st
 
+    def _start(self) -> None:
+        """Write the pre-fill into freshly opened PCMs (device loss and a stop are handled here)."""
+        try:
+            self._prefill_playback()
+        except _DeviceLost as e:
+            self._lose(e)
+        except _Stopped:
+            pass
+
+    def _prefill_playback(self) -> None:
+        """Queue the pre-fill on a prepared playback PCM; it starts playing on this write."""
+        for _ in range(10):
+            if self._write_all(self._prefill):
+                return
+            # only possible when the pre-fill is written in parts and stalls between them
+            self._xrun("playback underrun during the pre-fill", capture=False)
+            self._drop_both()
+        raise _DeviceLost("playback underruns every time the pre-fill is written")
+
+    def _drop_both(self) -> None:
+        try:
+            self._cap.drop()
+            self._play.drop()
+        except alsaaudio.ALSAAudioError as e:
+            raise _DeviceLost(f"stopping the streams after an xrun failed: {_alsa_message(e)}") from None
+        self._cap_fill = 0
+
+    def _resync(self, what: str, capture: bool) -> None:
+        """After an xrun: both streams back in their start-up state (see the module docstring).
+
+        Dropping discards the capture data queued during the stall and what is
+        left in the playback queue; pyalsaaudio prepares a dropped PCM on its
+        next read/write, so the pre-fill restarts playback and the next read
+        restarts capture, with the start-up offset between them.
+        """
+        self._xrun(what, capture)
+        self._drop_both()
+        self._prefill_playback()
+
     def _read_period(self) -> np.ndarray:
-        cap, nbytes = self._cap, self.cap_conv.nbytes
-        filled = 0
+        cap, nbytes, view = self._cap, self.cap_conv.nbytes, self._cap_view
         deadline = time.monotonic() + self.service.io_timeout_s
         while True:
             try:
@@ -407,31 +512,46 @@ class AlsaDuplex:
             except alsaaudio.ALSAAudioError as e:
                 raise _DeviceLost(f"capture read failed: {_alsa_message(e)}") from None
             if n == EPIPE:
-                self._xrun("capture overrun", capture=True)
-                return self._zeros_in  # the lost period is replaced by silence
-            if n > 0:
-                if filled == 0 and len(data) == nbytes:
-                    return self.cap_conv.to_float(data)
-                self._cap_view[filled : filled + len(data)] = data
-                filled += len(data)
-                if filled >= nbytes:
-                    return self.cap_conv.to_float(self._cap_buf)
+                self._resync("capture overrun", capture=True)
+                deadline = time.monotonic() + self.service.io_timeout_s
                 continue
+            if n > 0:
+                size, fill = len(data), self._cap_fill
+                if fill == 0 and size == nbytes:
+                    return self.cap_conv.to_float(data)
+                if fill + size > len(view):  # pyalsaaudio never reads more than a period
+                    raise _DeviceLost(f"capture read returned {size} bytes, more than a period ({nbytes})")
+                view[fill : fill + size] = data
+                fill += size
+                if fill < nbytes:
+                    self._cap_fill = fill
+                    continue
+                x = self.cap_conv.to_float(self._cap_head)
+                rest = fill - nbytes  # the excess starts the next period
+                if rest:
+                    view[:rest] = view[nbytes:fill]
+                self._cap_fill = rest
+                return x
             self._wait(self._cap_poll, cap, deadline, "capture")
 
-    def _write_period(self, y: np.ndarray) -> None:
+    def _write_period(self, y: np.ndarray) -> bool:
+        """Write one processed period; False when an xrun discarded it instead."""
         if y.shape != self.play_conv._raw.shape:
             raise AudioDeviceError(
                 f"the processing step returned a block of shape {tuple(y.shape)}, expected "
                 f"{tuple(self.play_conv._raw.shape)} (period_size x channels_out)"
             )
         raw = self.play_conv.from_float(y)
-        self._write_all(memoryview(raw).cast("B"))
+        if not self._write_all(memoryview(raw).cast("B")):
+            self._resync("playback underrun", capture=False)
+            return False  # the period came from audio captured before the stall: stale
         if self._pending_xruns:
             self.stats.xruns_recovered += self._pending_xruns
             self._pending_xruns = 0
+        return True
 
-    def _write_all(self, buf: bytes | memoryview, prefill_on_xrun: bool = True) -> None:
+    def _write_all(self, buf: bytes | memoryview) -> bool:
+        """Write all of ``buf``; False as soon as the playback underruns (the rest is not written)."""
         play, fb = self._play, self.play_conv.frame_bytes
         view = memoryview(buf)
         off = 0
@@ -442,15 +562,12 @@ class AlsaDuplex:
             except alsaaudio.ALSAAudioError as e:
                 raise _DeviceLost(f"playback write failed: {_alsa_message(e)}") from None
             if r == EPIPE:
-                self._xrun("playback underrun", capture=False)
-                if prefill_on_xrun:  # restore the slack, then rewrite this period
-                    self._write_all(self._prefill, prefill_on_xrun=False)
-                deadline = time.monotonic() + self.service.io_timeout_s
-                continue
+                return False
             if r > 0:
                 off += r * fb
                 continue
             self._wait(self._play_poll, play, deadline, "playback")
+        return True
 
     def _wait(self, poller: select.poll, pcm, deadline: float, what: str) -> None:
         if self._stop.is_set():
@@ -509,9 +626,4 @@ class AlsaDuplex:
         log.warning("audio device back after %.1f s; resuming", time.monotonic() - self._lost_at)
         if on_reopen is not None:
             on_reopen()
-        try:
-            self._write_all(self._prefill, prefill_on_xrun=False)
-        except _DeviceLost as e:
-            self._lose(e)
-        except _Stopped:
-            pass
+        self._start()

@@ -89,6 +89,16 @@ class Bundle:
         return self.path / "engines" / f"{name}.{precision or self.precision}.plan"
 
 
+def _unreadable(bundle: Path, e: OSError, path: Path | None = None) -> BundleError:
+    """A permission or I/O error while reading the bundle, as a message a technician can act on."""
+    what = path or e.filename or bundle
+    return BundleError(
+        f"cannot read bundle {bundle}: {what}: {e.strerror or e}; check that the service user may read the "
+        f"folder and its files (`ls -l {bundle}`) and the storage (`dmesg` shows I/O errors); re-copy the "
+        f"bundle if it is damaged"
+    )
+
+
 def _damaged(where: str, what: str) -> BundleError:
     return BundleError(f"{where}: {what}; the bundle is damaged or from another tool, re-export it with `wavae export`")
 
@@ -150,6 +160,13 @@ def _graph(bundle: Path, name: str, spec: Any, manifest_path: Path) -> GraphInfo
 def read_manifest(path: str | Path) -> dict[str, Any]:
     """Parse ``manifest.json`` and check its format and version (not the files)."""
     bundle = Path(path)
+    try:
+        return _read_manifest(bundle)
+    except OSError as e:  # permissions, I/O errors: not a traceback
+        raise _unreadable(bundle, e) from e
+
+
+def _read_manifest(bundle: Path) -> dict[str, Any]:
     if not bundle.exists():
         raise BundleError(f"bundle {bundle} does not exist; export one with `wavae export` and copy it to this device")
     if not bundle.is_dir():
@@ -159,6 +176,8 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
         raise BundleError(f"{bundle} is not a bundle: it has no {MANIFEST}; re-export it with `wavae export`")
     try:
         manifest = json.loads(mpath.read_text())
+    except OSError as e:
+        raise _unreadable(bundle, e, mpath) from e
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BundleError(f"{mpath} is not valid JSON ({e}); the bundle is damaged, re-export or re-copy it") from e
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
@@ -176,6 +195,13 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
 def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     """Read and check a bundle; ``verify=False`` skips the sha256 pass (sizes are still checked)."""
     bundle = Path(path)
+    try:
+        return _load_bundle(bundle, verify)
+    except OSError as e:  # permissions, I/O errors: not a traceback
+        raise _unreadable(bundle, e) from e
+
+
+def _load_bundle(bundle: Path, verify: bool) -> Bundle:
     manifest = read_manifest(bundle)
     mpath = bundle / MANIFEST
     where = str(mpath)
@@ -233,18 +259,26 @@ def _check_files(bundle: Path, manifest: dict, graphs: dict[str, GraphInfo], ver
         if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
             raise _damaged(str(mpath), f"'files' entry {name!r} has no sha256")
         p = bundle / name
-        if not p.is_file():
-            raise BundleError(f"{bundle} is missing {name}; the bundle is incomplete, re-copy or re-export it")
-        size = p.stat().st_size
-        if "bytes" in entry and size != entry["bytes"]:
+        try:
+            _check_file(bundle, name, p, entry, verify)
+        except OSError as e:
+            raise _unreadable(bundle, e, p) from e
+
+
+def _check_file(bundle: Path, name: str, p: Path, entry: dict, verify: bool) -> None:
+    """One listed file: present, of the listed size, and (with ``verify``) of the listed sha256."""
+    if not p.is_file():
+        raise BundleError(f"{bundle} is missing {name}; the bundle is incomplete, re-copy or re-export it")
+    size = p.stat().st_size
+    if "bytes" in entry and size != entry["bytes"]:
+        raise BundleError(
+            f"{p} is {size} bytes but the manifest says {entry['bytes']}: the file is damaged or truncated; "
+            f"re-copy or re-export the bundle"
+        )
+    if verify:
+        digest = file_sha256(p)
+        if digest != entry["sha256"]:
             raise BundleError(
-                f"{p} is {size} bytes but the manifest says {entry['bytes']}: the file is damaged or truncated; "
-                f"re-copy or re-export the bundle"
+                f"{p} fails its checksum (sha256 {digest[:12]}..., manifest says {entry['sha256'][:12]}...): "
+                f"the file is damaged; re-copy or re-export the bundle"
             )
-        if verify:
-            digest = file_sha256(p)
-            if digest != entry["sha256"]:
-                raise BundleError(
-                    f"{p} fails its checksum (sha256 {digest[:12]}..., manifest says {entry['sha256'][:12]}...): "
-                    f"the file is damaged; re-copy or re-export the bundle"
-                )

@@ -59,7 +59,7 @@ class AudioConfig:
     rate: int = 48000
     period_size: int = 256  # frames per read/write and per engine call
     periods: int = 3  # periods in each ALSA ring buffer
-    prefill_periods: int = 2  # periods of silence written to playback before starting
+    prefill_periods: int = 2  # periods of silence written to playback before starting (>= 2; see live.py)
     channels_in: int = 1
     channels_out: int = 1
     format: str = "S16_LE"
@@ -294,6 +294,13 @@ def _controls(table: dict[str, Any], source: str) -> ControlsConfig:
 
 def _check_consistency(cfg: DeviceConfig) -> None:
     a = cfg.audio
+    if a.prefill_periods < 2:
+        raise DeviceConfigError(
+            f"{cfg.source}: audio.prefill_periods: expected at least 2, got {a.prefill_periods}: with one period "
+            f"of pre-fill, playback has nothing left queued when a captured period is complete, so no time "
+            f"remains to process it and playback underruns whenever processing takes any time. Each pre-fill "
+            f"period adds one period of latency and one of processing slack"
+        )
     if a.prefill_periods > a.periods:
         raise DeviceConfigError(
             f"{cfg.source}: audio.prefill_periods: expected at most audio.periods ({a.periods}), "

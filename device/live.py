@@ -17,14 +17,19 @@ that block in one go.  The two modes differ in who waits for that burst.
 ``inline`` (the default): the audio loop reads a period, runs the engine on it
 and writes the result, all on one thread.
 
-- Latency: capture period + playback pre-fill + engine; nothing added.
+- Latency: the engine's signal delay + the playback pre-fill
+  (``prefill_periods x period_size``); nothing added.  The capture period is
+  inside the pre-fill offset, not on top of it (see ``wavae.device.audio_io``).
 - Dropout risk: a period that runs a model block takes the whole block's
-  compute time; the playback pre-fill (``prefill_periods`` periods) is the
-  only slack.  If one block's compute (or any stall) exceeds the pre-fill, the
-  streams xrun: the capture period is lost, playback is re-prefilled, an
-  audible gap of a few periods, counted and logged.  Keep one block's compute
-  below ``prefill_periods x period_size`` frames, or raise ``period_size``
-  to the block.
+  compute time, and the slack is what is left of the pre-fill when a captured
+  period is complete: ``(prefill_periods - 1) x period_size`` frames, 5.3 ms
+  at the defaults (the JACK dummy backend is one period more lenient than a
+  DMA-driven card).  If one block's compute (or any stall) exceeds it, the
+  streams xrun: both are restarted with the pre-fill (the latency stays what
+  it was), an audible gap of a few periods, counted and logged.  Keep one
+  block's compute below ``(prefill_periods - 1) x period_size`` frames, raise
+  ``prefill_periods`` (each one adds a period of latency), or raise
+  ``period_size`` to the block.
 
 ``worker``: like the seed's Pd external, inference runs on its own thread one
 model block behind the audio.  The audio thread hands each period to a worker
@@ -34,7 +39,7 @@ periods (4 periods of 256 for a 1024-frame block).
 
 - Latency: one extra model block (``delay x period_size`` frames: 21.3 ms for a
   512-sample block at 24 kHz and 256-frame periods at 48 kHz), on top of the
-  engine, the capture period and the pre-fill.
+  engine's signal delay and the pre-fill.
 - Dropout risk: the audio thread never waits for inference, so compute never
   stalls the ALSA streams; a block's compute may take up to one block of time
   (instead of the pre-fill), only the average real-time factor must stay
@@ -48,13 +53,22 @@ Both modes share one CPython interpreter with any other thread of the process
 while it computes; Python and numpy glue do not.  While the loop runs the GIL
 switch interval is lowered from 5 ms to 1 ms, so a thread busy in Python holds
 the audio thread off for at most about 1 ms at a time instead of about a period.
-``[service] realtime_priority`` puts the audio thread (and the worker, which
-inherits it) under SCHED_FIFO so that other processes cannot starve it.
+``[service] realtime_priority`` puts the audio thread under SCHED_FIFO so that
+other processes cannot starve it.  It is set before the backend is made, so
+the threads created after it inherit it: onnxruntime's intra-op pool
+(``bundle.threads > 1``) and the worker.
 
 Measured figures for both are in docs/device-live.md.  The controls are read by
-the engine as one snapshot per model block (``wavae.device.controls``); a
+the engine as one snapshot per model block (``wavae.device.controls``).  A
 control script (``--controls``) is applied by audio frames processed, exactly
-as in file mode, so a live run through a test PCM reproduces a file render.
+as in file mode, so a live run through a test PCM reproduces a file render;
+but it never runs on the audio path: ``ScriptSchedule`` replays it once before
+the loop (validation, the writers' lock, new snapshots) into a list of ready
+snapshots, and the audio path only stores the next one into
+``Controls.snapshot`` when its period comes, a reference store: no lock,
+nothing built.  While a script plays it owns the controls: a change made by
+another writer is replaced at the script's next event (``script_overrides`` in
+the summary counts the events that did so).
 
 Fault injection (``[debug]``, off by default; for tests and measurements):
 ``stall_ms`` / ``stall_at_s`` sleep once inside the processing step once that
@@ -96,6 +110,54 @@ class WorkerError(WavaeError, RuntimeError):
 # ----------------------------------------------------------------------------
 # the processing chain: control script -> fault injection -> engine
 # ----------------------------------------------------------------------------
+class ScriptSchedule:
+    """A control script replayed ahead of time into ready snapshots (see the module docstring).
+
+    ``ControlScript.apply`` is run here, period by period, on a scratch copy of
+    ``controls`` that starts from its current snapshot (so ``[controls]`` and
+    ``--set`` must be applied first): the snapshot after each period in which
+    events applied is kept, with the audio frame of that period.  ``advance``
+    installs them on the audio path; it never takes a lock or builds anything.
+    """
+
+    def __init__(self, script, controls, rate: int, period: int):
+        from .controls import Controls
+
+        scratch = Controls(controls.latent_dim)
+        scratch.snapshot = controls.snapshot
+        frames: list[int] = []
+        snaps: list = []
+        applied, frame, n_events = 0, 0, len(script.events)
+        script.rewind()
+        while applied < n_events:
+            # jump to a period at or just before the one holding the next event
+            due = int(script.events[applied].t * rate) // period * period
+            frame = max(frame, due - period)
+            n = script.apply(scratch, frame, period, rate)
+            if n:
+                applied += n
+                frames.append(frame)
+                snaps.append(scratch.snapshot)
+            frame += period
+        script.rewind()
+        self.controls = controls
+        self.frames, self.snapshots = frames, snaps
+        self._next = 0
+        self._last = controls.snapshot  # what the schedule last installed (or found)
+        self.overrides = 0  # events that replaced a change made by another writer
+
+    def advance(self, frame: int) -> None:
+        """Install the snapshot due for the period starting at audio frame ``frame`` (audio path)."""
+        i = self._next
+        if i < len(self.frames) and self.frames[i] <= frame:
+            c = self.controls
+            if c.snapshot is not self._last:
+                self.overrides += 1
+            self._last = snap = self.snapshots[i]
+            c.snapshot = snap
+            self._next = i + 1
+
+
 class EngineStep:
     """One period through the engine, with the control script applied by frames processed."""
 
@@ -103,11 +165,12 @@ class EngineStep:
         self.engine, self.controls, self.script = engine, controls, script
         self.rate, self.period = rate, period
         self.frame = 0  # audio frames processed so far (the control script's clock)
+        self.schedule = ScriptSchedule(script, controls, rate, period) if script is not None else None
         self._out = np.zeros((period, engine.channels_out), np.float32)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        if self.script is not None:
-            self.script.apply(self.controls, self.frame, self.period, self.rate)
+        if self.schedule is not None:
+            self.schedule.advance(self.frame)
         y = self.engine.process(x, out=self._out)
         self.frame += self.period
         return y
@@ -184,6 +247,11 @@ class WorkerProcessor:
     hold, so a late result is never played in the wrong place.  Every slot has
     one writer at a time and the shared counters are plain attributes, atomic
     under the GIL: no lock.
+
+    ``reset()`` (after a device reopen) starts over from the next period: the
+    periods handed over before it are skipped by the worker, their outputs are
+    never played (the first ``delay`` periods after it are silence, as at the
+    start), and the engine is reset before the first period after it.
     """
 
     def __init__(self, step: Process, period: int, delay: int, channels_in: int, channels_out: int):
@@ -200,7 +268,8 @@ class WorkerProcessor:
         self._k = 0  # periods seen by the audio thread
         self._submitted = 0  # periods handed to the worker
         self._finished = 0  # periods the worker has completed (or dropped)
-        self._reset_pending = False
+        self._reset_from = 0  # first period after the latest reset() (audio thread writes)
+        self._reset_done = 0  # the _reset_from the worker has reset the engine for
         self._error: BaseException | None = None
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self.late_periods = 0  # periods played as silence because their output was late
@@ -221,7 +290,7 @@ class WorkerProcessor:
         else:
             self.dropped_periods += 1
         want = k - self.delay
-        if want < 0:  # the first `delay` periods: the added latency
+        if want < self._reset_from:  # the first `delay` periods after the start or a reset
             return self._silence
         wslot = want % self._ring
         if self._out_seq[wslot] == want:
@@ -237,8 +306,11 @@ class WorkerProcessor:
                 return
             k, in_slot = job
             try:
-                if self._reset_pending:
-                    self._reset_pending = False
+                reset_from = self._reset_from
+                if k < reset_from:  # handed over before a reset: stale, never played
+                    continue
+                if reset_from > self._reset_done:
+                    self._reset_done = reset_from
                     reset = getattr(self.step, "reset", None)
                     if reset is not None:
                         reset()
@@ -253,8 +325,8 @@ class WorkerProcessor:
                 self._finished += 1
 
     def reset(self) -> None:
-        """Reset the engine state before the next period it processes (runs on the worker)."""
-        self._reset_pending = True
+        """Start over from the next period (audio thread; the engine reset runs on the worker)."""
+        self._reset_from = self._k
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until the worker has caught up (shutdown and tests; never the audio path)."""
@@ -280,14 +352,14 @@ def worker_delay(block: int, model_rate: int, device_rate: int, period: int) -> 
 def warm_up(engine, block_frames: float) -> None:
     """Run two model blocks of silence and reset: onnxruntime's first calls are slow
     (allocation), and the first real periods must not pay for them.  After the
-    reset the engine is exactly a fresh one (file mode and live mode still agree)."""
+    reset the engine is exactly a fresh one (file mode and live mode still agree),
+    and its stats and block timings hold nothing of the warm-up."""
     zeros = np.zeros((engine.period, engine.channels_in), np.float32)
     out = np.zeros((engine.period, engine.channels_out), np.float32)
     for _ in range(2 * math.ceil(block_frames / engine.period) + 2):
         engine.process(zeros, out=out)
     engine.reset()
-    for key in engine.stats:
-        engine.stats[key] = 0
+    engine.reset_stats()
 
 
 def set_realtime(priority: int, what: str) -> tuple[int, Any] | None:
@@ -381,6 +453,10 @@ def main_live(args: Any) -> int:
     processor = backend = realtime = switch = None
     try:
         bundle = load_bundle(cfg.bundle.path)
+        # before the backend: threads created from here on inherit SCHED_FIFO (onnxruntime's
+        # intra-op pool when bundle.threads > 1, and the worker; the worker needs no rung
+        # below: it waits on a queue, and the audio thread never waits on it)
+        realtime = set_realtime(cfg.service.realtime_priority, "audio thread")
         backend = make_backend(bundle, kind=cfg.bundle.backend, threads=cfg.bundle.threads)
         controls = Controls(bundle.latent_dim)
         apply_initial_controls(controls, cfg)
@@ -401,13 +477,11 @@ def main_live(args: Any) -> int:
             resampler=_arg(args, "resampler") or "polyphase",
         )
         warm_up(engine, bundle.block * a.rate / bundle.sample_rate)
-        step: Process = EngineStep(engine, controls, script, a.rate, engine_period)
+        engine_step = EngineStep(engine, controls, script, a.rate, engine_period)
+        step: Process = engine_step
         d = cfg.debug
         if d.stall_ms > 0 or d.slow_every > 0:
             step = FaultInjector(step, d, a.rate, engine_period)
-        # the worker thread inherits the audio thread's scheduling (a rung below is not needed:
-        # it waits on a queue, and the audio thread never waits on it)
-        realtime = set_realtime(cfg.service.realtime_priority, "audio thread")
         switch = sys.getswitchinterval()
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         delay = worker_delay(bundle.block, bundle.sample_rate, a.rate, a.period_size)
@@ -447,6 +521,7 @@ def main_live(args: Any) -> int:
     summary["engine_timing"] = engine.timing()
     summary["engine_stats"] = dict(engine.stats)
     summary["stalls_injected"] = getattr(step, "stalls", 0)
+    summary["script_overrides"] = engine_step.schedule.overrides if engine_step.schedule is not None else 0
     level = logging.WARNING if stats.xruns or stats.device_lost or processor.late_periods else logging.INFO
     log.log(
         level,
@@ -469,19 +544,29 @@ def main_live(args: Any) -> int:
 def _latency_report(engine, duplex: AlsaDuplex, processor, rate: int) -> dict[str, Any]:
     """Round trip, input sample to output sample, in frames and ms at the device rate.
 
-    engine.latency()["total"] covers the capture period and the engine's FIFO;
-    the playback pre-fill and, in worker mode, the worker's delay come on top.
+    The playback stream runs ``prefill_periods x period_size`` frames behind the
+    capture stream (``AlsaDuplex.io_latency``; the capture period is inside that
+    offset), the engine delays the signal by ``signal_delay_samples`` within the
+    stream (its output FIFO), and in worker mode the worker's delay comes on
+    top.  ``engine.latency()["total_samples"]`` also counts the capture period,
+    which the pre-fill offset already holds: it is not added again.
+    ``process_budget_frames``: how long one period (so one model block's
+    compute, inline) may take before playback runs dry on a DMA-driven card.
     """
     eng = engine.latency()
-    prefill = duplex.io_latency()["playback_prefill"]
+    io = duplex.io_latency()
+    prefill = io["playback_prefill"]
     worker = processor.extra_latency_frames
-    total = float(eng["total_samples"]) + prefill + worker
+    total = float(eng["signal_delay_samples"]) + prefill + worker
     return {
         "engine": eng,
+        "signal_delay_frames": eng["signal_delay_samples"],
         "playback_prefill_frames": prefill,
         "worker_frames": worker,
         "total_frames": total,
         "total_ms": round(1000.0 * total / rate, 3),
+        "process_budget_frames": io["process_budget"],
+        "process_budget_ms": round(1000.0 * io["process_budget"] / rate, 3),
     }
 
 

@@ -8,6 +8,14 @@ See ../shared/notes/alsa-testing.md.  Two ways to run the live loop here:
 - ``JackServer`` + ``jack_pcms``: a private ``jackd -d dummy`` server paces the
   streams like hardware; ``type jack`` is wrapped in ``type plug`` (used
   directly it hands back FLOAT_LE when S16_LE was asked for).
+  ``jack_loopback_pcms`` wires the playback port into the capture port, so
+  what the loop writes comes back in what it reads: the distance between the
+  two streams (the I/O round trip) can be measured, in frames.
+
+A third, for faults alsa-lib cannot be made to produce here: ``FakeAlsa``, a
+stand-in for the ``alsaaudio`` module (the outermost boundary: PCM objects with
+pyalsaaudio's methods) whose PCMs can hand back short reads or raise
+``ALSAAudioError`` from a chosen call of a chosen PCM.
 
 An ALSA config is loaded with ``ALSA_CONFIG_PATH=/usr/share/alsa/alsa.conf:MINE``
 (the stock file first keeps its definitions), at the next PCM open.
@@ -16,6 +24,7 @@ An ALSA config is loaded with ``ALSA_CONFIG_PATH=/usr/share/alsa/alsa.conf:MINE`
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -103,6 +112,28 @@ pcm.{name} {{
     return write_text_atomic(Path(conf), text)
 
 
+def jack_loopback_pcms(conf: Path, name: str = "jloop") -> Path:
+    """A duplex PCM ``name`` whose playback port feeds its own capture port.
+
+    The capture client (opened first) listens to ``system:capture_1`` (silence)
+    and, once the playback client exists, to the playback client's port, which
+    the playback client connects when it opens.  JACK runs the playback client
+    first in each cycle (it feeds the other), so a frame written at playback
+    stream position p is read at capture stream position p: the distance
+    between the streams, with nothing added.
+    """
+    text = f"""
+pcm.{name}_raw_c {{ type jack name "{name}_cap" capture_ports {{ 0 "system:capture_1" }} }}
+pcm.{name}_raw_p {{ type jack name "{name}_play" playback_ports {{ 0 "{name}_cap:in_000" }} }}
+pcm.{name} {{
+    type asym
+    capture.pcm {{ type plug slave.pcm "{name}_raw_c" }}
+    playback.pcm {{ type plug slave.pcm "{name}_raw_p" }}
+}}
+"""
+    return write_text_atomic(Path(conf), text)
+
+
 def jackd_available() -> str | None:
     """None when a JACK dummy server can be started here, otherwise why not."""
     if shutil.which("jackd") is None:
@@ -178,3 +209,125 @@ class JackServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+# ----------------------------------------------------------------------------
+# a stand-in for the alsaaudio module
+# ----------------------------------------------------------------------------
+class FakeALSAAudioError(Exception):
+    """What pyalsaaudio raises: "strerror [device]"."""
+
+
+class FakePCM:
+    """One PCM with pyalsaaudio's methods (read, write, info, polldescriptors, ...).
+
+    ``FakeAlsa.fail[(what, n, method)] = "message"`` makes call ``method`` of the
+    ``n``-th PCM of kind ``what`` ("capture"/"playback", counted from 0) raise
+    ``ALSAAudioError``; a ``(what, n, "read")`` entry holding ``(k, message)``
+    raises on the ``k``-th read (from 0) only.  Capture data comes from
+    ``FakeAlsa.reader(pcm) -> (frames, bytes)``; playback data is kept in ``written``.
+    """
+
+    def __init__(self, alsa: "FakeAlsa", type: int, mode: int, device: str, rate: int, channels: int,
+                 format: int, periodsize: int, periods: int = 3):
+        self.alsa = alsa
+        self.what = "capture" if type == FakeAlsa.PCM_CAPTURE else "playback"
+        self.n = sum(1 for p in alsa.created if p.what == self.what)
+        self.name = f"{self.what}{self.n}"
+        self.device, self.rate, self.channels, self.format = device, rate, channels, format
+        self.periodsize, self.periods = periodsize, periods
+        self.framesize = 2 * channels  # S16_LE
+        self.reads = 0
+        self.written = bytearray()
+        self.closed = False
+        self.dropped_before_close = False
+        self._dropped = False
+        self._r, self._w = os.pipe()
+        os.write(self._w, b"x")  # the read end always polls readable, the write end writable
+        try:
+            self._maybe_fail("PCM")
+        except FakeALSAAudioError:
+            os.close(self._r)
+            os.close(self._w)
+            raise
+        alsa.created.append(self)
+        alsa.log.append(("open", self.name))
+
+    def _maybe_fail(self, method: str) -> None:
+        err = self.alsa.fail.get((self.what, self.n, method))
+        if err is None:
+            return
+        if isinstance(err, tuple):
+            k, err = err
+            if self.reads != k:
+                return
+        self.alsa.log.append((method + " fails", self.name))
+        raise FakeALSAAudioError(f"{err} [{self.device}]")
+
+    def info(self) -> dict:
+        self._maybe_fail("info")
+        return {"rate": self.rate, "period_size": self.periodsize, "periods": self.periods,
+                "buffer_size": self.periods * self.periodsize, "format_name": "S16_LE", "channels": self.channels}
+
+    def polldescriptors(self) -> list[tuple[int, int]]:
+        self._maybe_fail("polldescriptors")
+        return [(self._r, select.POLLIN)] if self.what == "capture" else [(self._w, select.POLLOUT)]
+
+    def polldescriptors_revents(self, events) -> int:
+        return 0
+
+    def read(self) -> tuple[int, bytes]:
+        self._maybe_fail("read")
+        self.reads += 1
+        return self.alsa.reader(self)
+
+    def write(self, data) -> int:
+        self._maybe_fail("write")
+        data = bytes(data)
+        self.written.extend(data)
+        return len(data) // self.framesize
+
+    def avail(self) -> int:
+        return self.periods * self.periodsize  # everything written has played
+
+    def drop(self) -> int:
+        self._dropped = True
+        return 0
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.dropped_before_close = self._dropped
+            self.alsa.log.append(("close", self.name))
+            os.close(self._r)
+            os.close(self._w)
+
+
+class FakeAlsa:
+    """Stands in for the ``alsaaudio`` module: ``monkeypatch.setattr(audio_io, "alsaaudio", FakeAlsa(...))``.
+
+    Only S16_LE; every PCM opened is in ``created``, and ``log`` records opens,
+    injected failures and closes in order.
+    """
+
+    PCM_PLAYBACK, PCM_CAPTURE, PCM_NONBLOCK = 0, 1, 1
+    PCM_FORMAT_S16_LE = 2
+    ALSAAudioError = FakeALSAAudioError
+
+    def __init__(self, reader=None, fail: dict | None = None):
+        self.created: list[FakePCM] = []
+        self.log: list[tuple[str, str]] = []
+        self.fail = dict(fail or {})
+        self.reader = reader or (lambda pcm: (pcm.periodsize, bytes(pcm.framesize * pcm.periodsize)))
+
+    def PCM(self, **kwargs) -> FakePCM:
+        return FakePCM(self, **kwargs)
+
+    def cards(self) -> list[str]:
+        return ["Fake"]
+
+    def pcms(self, kind: int = 0) -> list[str]:
+        return ["fake"]
+
+    def pcm(self, name: str) -> FakePCM:
+        return next(p for p in self.created if p.name == name)

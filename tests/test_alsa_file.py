@@ -2,11 +2,18 @@
 
 `wavae run --config` (live loop, ALSA) reads a RAW file through a capture PCM and
 writes the playback PCM to a RAW file; `wavae run --input --output` renders the
-same input with the same control script (feedback on) and the same period.  The
-live stream is the file-mode stream (`--keep-latency`: as the engine plays it)
-delayed by the playback pre-fill, `prefill_periods x period_size` frames of
-silence.  FLOAT_LE: equal bit for bit.  S16_LE: within 1 LSB (the live loop
-rounds float32 to int16 on the way out; the test rounds the file-mode output).
+same input with the same control script (feedback on) and the same period, with
+the engine's delay removed (output sample t is the model's answer to input
+sample t).  The live stream is that render delayed by exactly the round trip the
+live summary reports: the engine's signal delay plus the playback pre-fill
+(`prefill_periods x period_size` frames of silence, the first thing written).
+FLOAT_LE: equal bit for bit.  S16_LE: within 1 LSB (the live loop rounds float32
+to int16 on the way out; the test rounds the file-mode output).
+
+The stream positions are exact here; the JACK tests measure the same distance
+between capture and playback on a paced, real-time clock.  The last tests run
+`AlsaDuplex` against a stand-in for the alsaaudio module, for the faults alsa-lib
+does not produce on demand (short reads, a device vanishing while it opens).
 """
 
 from __future__ import annotations
@@ -95,22 +102,28 @@ log_level = "warning"
     frames = summary["frames"]
     assert frames == -(-int(SECONDS * RATE) // PERIOD) * PERIOD  # stopped after a known frame count
     assert summary["xruns"] == 0 and summary["device_lost"] == 0
+    # the warm-up's blocks are in neither the stats nor the timings
+    assert summary["engine_timing"]["blocks"] == summary["engine_stats"]["blocks"] > 0
 
     _run(
         WAVAE + ["run", "--bundle", str(tiny_bundle), "--input", str(tmp_path / "in.wav"),
                  "--output", str(tmp_path / "file.wav"), "--controls", str(tmp_path / "script.json"),
-                 "--period", str(PERIOD), "--keep-latency"],
+                 "--period", str(PERIOD)],
         env,
     )
     file_out, sr = sf.read(tmp_path / "file.wav", dtype="float32", always_2d=True)
     assert sr == RATE
 
     live = read_raw(tmp_path / "out.raw", fmt)
-    offset = PREFILL * PERIOD
-    assert live.shape[0] == offset + frames  # the pre-fill, then one period per period processed
-    assert not np.any(live[:offset]), "the pre-fill is silence"
-    live = live[offset:, 0]
-    ref = file_out[:frames, 0]
+    prefill = PREFILL * PERIOD
+    assert live.shape[0] == prefill + frames  # the pre-fill, then one period per period processed
+    assert not np.any(live[:prefill]), "the pre-fill is silence"
+    lat = summary["latency"]
+    total = lat["total_frames"]
+    assert total == lat["signal_delay_frames"] + prefill and total == int(total)
+    # the reported round trip is where the live stream has the file render's sample 0
+    live = live[int(total):, 0]
+    ref = file_out[: live.shape[0], 0]
     assert np.abs(ref).max() > 1e-3, "the rendered output is silent: nothing was compared"
 
     if fmt == "FLOAT_LE":
@@ -175,6 +188,7 @@ def test_worker_threading_is_file_mode_one_block_later(tiny_bundle: Path):
     out = np.concatenate(out)
     assert worker.late_periods == 0 and worker.dropped_periods == 0
     lag = delay * PERIOD
+    assert worker.extra_latency_frames == lag  # what the live summary reports as worker_frames
     assert not np.any(out[:lag])  # the added block of latency is silence
     np.testing.assert_array_equal(out[lag:], ref[: n - lag])
     assert np.abs(ref).max() > 1e-3
@@ -225,3 +239,162 @@ def test_worker_late_output_is_silence_and_the_audio_thread_never_waits(tiny_bun
     assert worker.dropped_periods >= 1  # the worker fell a ring behind: input dropped, not overwritten
     assert not any(np.any(o) for o in outs[13:40])  # the stalled stretch is silence ...
     assert all(np.any(o) for o in outs[48:])  # ... and after the release the audio is back
+
+
+def test_the_control_script_never_takes_the_writers_lock_on_the_audio_path(tiny_bundle: Path):
+    """Live mode replays the script before the loop; on the audio path an event is one
+    reference store.  A writer holding the controls' lock for as long as it likes never
+    holds the audio up, and every event still lands (the last one sets freeze)."""
+    import threading
+
+    from wavae.device.backends import make_backend
+    from wavae.device.bundle import load_bundle
+    from wavae.device.controls import Controls, ControlScript
+    from wavae.device.engine import Engine
+    from wavae.device.live import EngineStep
+
+    bundle = load_bundle(tiny_bundle)
+    controls = Controls(bundle.latent_dim)
+    step = EngineStep(
+        Engine(bundle, make_backend(bundle, "onnxruntime", threads=1), device_rate=RATE, period=PERIOD,
+               controls=controls),
+        controls, ControlScript.from_obj(SCRIPT, controls), RATE, PERIOD,
+    )
+    x = np.zeros((PERIOD, 1), np.float32)
+    periods = int(0.7 * RATE) // PERIOD  # past the last event (0.6 s)
+
+    def audio():
+        for _ in range(periods):
+            step(x)
+
+    with controls._lock:  # a slow writer, mid-update
+        t = threading.Thread(target=audio, daemon=True)
+        t.start()
+        t.join(10.0)  # a fraction of a second when the audio path does not wait
+        assert not t.is_alive(), "the audio path waited on the writers' lock"
+    snap = controls.snapshot
+    assert snap.freeze and snap.scale == 1.5 and snap.noise == 0.5 and snap.bias[0] == 2.0
+    assert snap.feedback_gain == 0.6 and snap.feedback_freq == 900.0
+    assert step.schedule.overrides == 0
+
+
+def test_worker_after_a_reset_plays_silence_then_fresh_output_never_stale(tiny_bundle: Path):
+    """After a device reopen the worker's results from before it are never played: the first
+    `delay` periods are silence (as at the start), then the output of a freshly reset engine."""
+    from wavae.device.backends import make_backend
+    from wavae.device.bundle import load_bundle
+    from wavae.device.engine import Engine
+    from wavae.device.live import EngineStep, WorkerProcessor
+
+    bundle = load_bundle(tiny_bundle)
+
+    def engine_step():
+        engine = Engine(bundle, make_backend(bundle, "onnxruntime", threads=1), device_rate=RATE, period=PERIOD)
+        return EngineStep(engine, rate=RATE, period=PERIOD)
+
+    delay, n = 3, 16
+    x1 = synth_audio(n * PERIOD / RATE, RATE, seed=7).reshape(n, PERIOD, 1)
+    x2 = synth_audio(n * PERIOD / RATE, RATE, seed=8).reshape(n, PERIOD, 1)
+    ref_step = engine_step()
+    ref2 = np.stack([ref_step(p).copy() for p in x2])  # a fresh engine on the audio after the reset
+
+    worker = WorkerProcessor(engine_step(), PERIOD, delay, 1, 1)
+    try:
+        out1 = []
+        for p in x1:
+            out1.append(worker(p).copy())
+            assert worker.wait_idle(30.0)
+        worker.reset()  # the device came back
+        out2 = []
+        for p in x2:
+            out2.append(worker(p).copy())
+            assert worker.wait_idle(30.0)
+    finally:
+        worker.close()
+    assert np.abs(np.stack(out1[delay:])).max() > 1e-3  # there was output before the reset to go stale
+    assert not np.any(np.stack(out2[:delay])), "periods computed before the reset were played after it"
+    np.testing.assert_array_equal(np.stack(out2[delay:]), ref2[: n - delay])
+    assert worker.late_periods == 0
+
+
+# ----------------------------------------------------------------------------
+# AlsaDuplex against a stand-in for the alsaaudio module (faults alsa-lib does
+# not produce on demand here: short reads, a device vanishing while it opens)
+# ----------------------------------------------------------------------------
+def _fake_duplex(monkeypatch, fake, **service):
+    from wavae.device import audio_io
+    from wavae.device.config import AudioConfig, ServiceConfig
+
+    monkeypatch.setattr(audio_io, "alsaaudio", fake)
+    audio = AudioConfig(capture="fakecap", playback="fakeplay", rate=RATE, period_size=PERIOD, periods=3,
+                        prefill_periods=PREFILL, format="S16_LE")
+    return audio_io.AlsaDuplex(audio, ServiceConfig(**service), source="test.toml")
+
+
+def test_a_short_capture_read_then_a_full_one_keeps_the_stream_whole(monkeypatch):
+    """pyalsaaudio asks for a whole period on every read, so after a short read the next
+    read can return more than the period still needs: the excess starts the next period."""
+    from alsa_helpers import FakeAlsa
+
+    ramp = (np.arange(40 * PERIOD) % 20000).astype("<i2")
+    chunks = [100, PERIOD, PERIOD, 30, 200, PERIOD, 1, PERIOD]  # frames per read, cycled
+    pos = [0]
+
+    def reader(pcm):
+        n = chunks[(pcm.reads - 1) % len(chunks)]
+        i = pos[0]
+        pos[0] += n
+        return n, ramp[i : i + n].tobytes()
+
+    d = _fake_duplex(monkeypatch, FakeAlsa(reader))
+    seen = []
+
+    def process(x):
+        seen.append(x.copy())
+        return np.zeros((PERIOD, 1), np.float32)
+
+    periods = 30
+    st = d.run(process, max_frames=periods * PERIOD)
+    d.close()
+    got = np.rint(np.concatenate(seen)[:, 0] * 32768.0).astype(np.int64)
+    assert st.periods == periods and st.xruns == 0 and st.device_lost == 0
+    np.testing.assert_array_equal(got, ramp[: periods * PERIOD])  # no frame lost, repeated or reordered
+
+
+def test_device_vanishing_while_it_reopens_is_retried_and_half_open_pcms_are_closed(monkeypatch):
+    """An ALSAAudioError from info() or polldescriptors() during a reopen is a failed
+    attempt (retried), not a crash, and whatever was opened in that attempt is closed."""
+    from alsa_helpers import FakeAlsa
+
+    fake = FakeAlsa(fail={
+        ("capture", 0, "read"): (10, "No such device"),  # unplugged after 10 periods
+        ("capture", 1, "info"): "No such device",  # reopen 1: capture opens, then vanishes
+        ("playback", 1, "polldescriptors"): "No such device",  # reopen 2: both open, playback vanishes
+    })
+    d = _fake_duplex(monkeypatch, fake, reopen_interval_s=0.01, io_timeout_s=0.5)
+    resets = []
+    st = d.run(lambda x: np.zeros((PERIOD, 1), np.float32), max_frames=40 * PERIOD,
+               on_reopen=lambda: resets.append(1))
+    d.close()
+
+    assert st.device_lost == 1 and st.reopen_attempts == 2 and st.reopens == 1 and resets == [1]
+    assert st.periods >= 20  # audio went on after the reopen
+    assert all(p.closed for p in fake.created), [p.name for p in fake.created if not p.closed]
+    log = fake.log
+    # each half-open PCM was closed before the next attempt opened anything
+    assert log.index(("close", "capture1")) < log.index(("open", "capture2"))
+    assert log.index(("close", "playback1")) < log.index(("open", "capture3"))
+    assert log.index(("close", "capture2")) < log.index(("open", "capture3"))
+    # a half-open playback PCM is dropped first: pyalsaaudio's close() drains, forever on a dead device
+    assert fake.pcm("playback1").dropped_before_close
+
+
+def test_open_failing_after_the_pcm_opened_is_an_audio_device_error(monkeypatch):
+    from alsa_helpers import FakeAlsa
+    from wavae.device.audio_io import AudioDeviceError
+
+    fake = FakeAlsa(fail={("playback", 0, "info"): "Input/output error"})
+    d = _fake_duplex(monkeypatch, fake)
+    with pytest.raises(AudioDeviceError, match='playback PCM "fakeplay" \\(audio.playback in test.toml\\) opened but'):
+        d.open()
+    assert [p.closed for p in fake.created] == [True, True]  # the capture PCM too

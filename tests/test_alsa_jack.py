@@ -2,7 +2,10 @@
 
 `jackd --no-realtime -d dummy -r 48000 -p 256` runs the clock; the ALSA `jack`
 plugin (wrapped in `plug`) gives the loop a duplex PCM.  Each test starts its
-own server and stops it in teardown, whatever happens.
+own server and stops it in teardown, whatever happens.  With the loopback PCM
+(playback port wired into the capture port) a click written comes back in the
+capture: the distance between the streams, the I/O share of the round trip, is
+measured in frames.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from alsa_helpers import JackServer, alsa_env, jack_pcms, jackd_available
+from alsa_helpers import JackServer, alsa_env, jack_loopback_pcms, jack_pcms, jackd_available
 
 pytest.importorskip("alsaaudio", reason="pyalsaaudio is not installed (pip install pyalsaaudio)")
 _why = jackd_available()
@@ -193,3 +197,75 @@ def test_sigterm_stops_cleanly_with_a_summary(tmp_path, tiny_bundle, jack):
     summary = json.loads([ln for ln in stdout.splitlines() if ln.startswith("{")][-1])
     assert summary["frames"] >= 1.0 * RATE
     assert stop_s < 2.0  # drained and closed promptly
+
+
+@pytest.mark.parametrize("periods", [3, 4])
+def test_xrun_recovery_keeps_the_start_up_latency(tmp_path, jack, monkeypatch, periods):
+    """Two 50 ms stalls (the `[debug]` fault injector, inline): each is one xrun, and after
+    each the frames queued ahead of every write, and the measured distance from capture to
+    playback, are what they were at the start: (prefill - 1) and prefill periods, which is
+    what the live summary reports as the I/O share of the round trip."""
+    from wavae.device.audio_io import AlsaDuplex
+    from wavae.device.config import AudioConfig, DebugConfig, ServiceConfig
+    from wavae.device.live import FaultInjector
+
+    for key, value in alsa_env(jack_loopback_pcms(tmp_path / "asound.conf"), jack.env()).items():
+        monkeypatch.setenv(key, value)
+    prefill = 2
+    audio = AudioConfig(capture="jloop", playback="jloop", rate=RATE, period_size=PERIOD, periods=periods,
+                        prefill_periods=prefill, format="S16_LE")
+    d = AlsaDuplex(audio, ServiceConfig(), source="test")
+    d.open()
+    buffer = d.actual["playback"]["buffer_size"]
+    assert buffer == periods * PERIOD
+
+    click_every, stall_at = 25, (0.6, 1.2)
+    click = np.zeros((PERIOD, 1), np.float32)
+    click[0] = 0.5
+    silence = np.zeros((PERIOD, 1), np.float32)
+    calls = [0]
+    queued = []  # (call, frames queued in playback just before this period is written)
+    sent = {}  # call -> xruns so far, for each click written
+    trips = []  # (call the click was sent in, frames from its capture period to its return)
+
+    def step(x):
+        k = calls[0]
+        calls[0] += 1
+        hit = np.flatnonzero(x[:, 0] > 0.25)
+        if hit.size and sent:
+            src = max(sent)
+            if sent[src] == d.stats.xruns:  # no xrun between sending and receiving
+                trips.append((src, (k - src) * PERIOD + int(hit[0])))
+            sent.clear()
+        queued.append((k, d.playback_queued()))
+        if k % click_every == 10:
+            sent[k] = d.stats.xruns
+            return click
+        return silence
+
+    stalled = FaultInjector(step, DebugConfig(stall_ms=50.0, stall_at_s=stall_at[0]), RATE, PERIOD)
+    stalled = FaultInjector(stalled, DebugConfig(stall_ms=50.0, stall_at_s=stall_at[1]), RATE, PERIOD)
+    try:
+        st = d.run(stalled, max_frames=int(1.8 * RATE))
+    finally:
+        d.close()
+
+    stall_calls = [int(t * RATE) // PERIOD for t in stall_at]
+    assert stalled.stalls == 1 and stalled.step.stalls == 1
+    # one xrun per stall, at the stall
+    for c in stall_calls:
+        near = [f for f in st.xrun_frames if abs(f - c * PERIOD) <= 2 * PERIOD]
+        assert len(near) == 1, (c * PERIOD, st.xrun_frames)
+    assert st.xruns_unrecovered == 0
+
+    q = np.array(queued)
+    windows = [(20, stall_calls[0]), (stall_calls[0] + 2, stall_calls[1]), (stall_calls[1] + 2, calls[0])]
+    medians = [float(np.median(q[(q[:, 0] >= lo) & (q[:, 0] < hi), 1])) for lo, hi in windows]
+    print(f"periods {periods}: frames queued ahead of a write, before/between/after the stalls: {medians}")
+    assert medians == [(prefill - 1) * PERIOD] * 3
+
+    io = d.io_latency()["playback_prefill"]
+    print(f"periods {periods}: capture -> playback distance per click: {trips}; reported {io}")
+    for lo, hi in windows:  # clicks came back before, between and after the stalls
+        assert any(lo <= k < hi for k, _ in trips), (lo, hi, trips)
+    assert {t for _, t in trips} == {prefill * PERIOD} == {io}

@@ -1,7 +1,12 @@
-"""The device config: examples parse, mistakes are named, a missing PCM is a clear exit 1."""
+"""The device config: examples parse, mistakes are named, a missing PCM is a clear exit 1.
+
+So are the other things a technician hands the device: a bundle or an output
+path that cannot be read or written is exit 1 with a message, never a traceback.
+"""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +32,7 @@ def test_example_configs_parse():
         cfg = load_config(path)
         assert cfg.bundle.path is not None and cfg.bundle.path.is_absolute()
         assert cfg.audio.rate == 48000
-        assert cfg.audio.prefill_periods <= cfg.audio.periods
+        assert 2 <= cfg.audio.prefill_periods <= cfg.audio.periods
     assert load_config(Path(paths[0]).with_name("jetson-orin-nano.toml")).bundle.backend == "tensorrt"
 
 
@@ -40,6 +45,7 @@ def test_example_configs_parse():
         ({"audio": {"format": "S24_LE"}}, 'audio.format: expected one of "S16_LE", "S32_LE", "FLOAT_LE", got "S24_LE"'),
         ({"audio": {"threading": "async"}}, 'audio.threading: expected one of "inline", "worker"'),
         ({"audio": {"periods": 2, "prefill_periods": 3}}, "audio.prefill_periods: expected at most audio.periods (2)"),
+        ({"audio": {"prefill_periods": 1}}, "audio.prefill_periods: expected at least 2, got 1: with one period"),
         ({"bundle": {"backend": "tflite"}}, 'bundle.backend: expected one of "onnxruntime", "tensorrt", got "tflite"'),
         ({"bundle": {"threads": True}}, "bundle.threads: expected an integer between 1 and 64, got true"),
         ({"service": {"reopen_interval_s": -1}}, "service.reopen_interval_s: expected a number between"),
@@ -141,3 +147,43 @@ def test_bad_config_from_the_cli_is_exit_1_naming_the_key(tmp_path):
     assert r.returncode == 1
     assert "Traceback" not in r.stderr
     assert 'audio.period_size: expected an integer between 16 and 8192, got "abc"' in r.stderr
+
+
+def _unreadable_file(path: Path) -> None:
+    """Make ``path`` a file whose read fails with EIO, even for root (chmod would not stop root)."""
+    path.unlink(missing_ok=True)
+    path.symlink_to("/proc/self/mem")  # reading address 0 of the reader's own memory: EIO
+
+
+def test_unreadable_bundle_and_unwritable_output_are_exit_1_without_traceback(tmp_path, tiny_bundle):
+    import shutil
+
+    import numpy as np
+    import soundfile as sf
+
+    sf.write(tmp_path / "in.wav", np.zeros(4800, np.float32), 48000)
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    _unreadable_file(bundle / "manifest.json")
+    r = _cli(["run", "--bundle", str(bundle), "--input", "in.wav", "--output", "out.wav"], tmp_path)
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    assert f"cannot read bundle {bundle}: {bundle / 'manifest.json'}: Input/output error" in r.stderr
+
+    # a graph file that fails while its checksum is computed
+    shutil.rmtree(bundle)
+    shutil.copytree(tiny_bundle, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    graph = manifest["graphs"]["encoder"]["file"]
+    manifest["files"][graph].pop("bytes", None)  # so that the size check does not catch it first
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    _unreadable_file(bundle / graph)
+    r = _cli(["run", "--bundle", str(bundle), "--input", "in.wav", "--output", "out.wav"], tmp_path)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert f"{bundle / graph}: Input/output error" in r.stderr
+
+    # an output path under a regular file
+    (tmp_path / "notadir").write_text("")
+    r = _cli(["run", "--bundle", str(tiny_bundle), "--input", "in.wav", "--output", "notadir/out.wav"], tmp_path)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "cannot write output notadir/out.wav" in r.stderr
