@@ -450,7 +450,7 @@ def main_live(args: Any) -> int:
 
     duplex = AlsaDuplex(a, cfg.service, source=cfg.source)
     duplex.open()  # a missing PCM fails here, before the model is loaded
-    processor = backend = realtime = switch = None
+    processor = backend = realtime = switch = recorder = None
     try:
         bundle = load_bundle(cfg.bundle.path)
         # before the backend: threads created from here on inherit SCHED_FIFO (onnxruntime's
@@ -482,6 +482,13 @@ def main_live(args: Any) -> int:
         d = cfg.debug
         if d.stall_ms > 0 or d.slow_every > 0:
             step = FaultInjector(step, d, a.rate, engine_period)
+        if _arg(args, "profile"):
+            from .profile import BlockRecorder, TimedStep
+            from .report import prepare_dir
+
+            report_dir = prepare_dir(_arg(args, "report") or "profile-report")  # fail now, not at exit
+            recorder = BlockRecorder.for_engine(engine)  # deadline: one engine period; ring: the last 10 min
+            step = TimedStep(step, recorder)  # O(1), no allocation per call
         switch = sys.getswitchinterval()
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         delay = worker_delay(bundle.block, bundle.sample_rate, a.rate, a.period_size)
@@ -537,6 +544,14 @@ def main_live(args: Any) -> int:
                 "per block (%d samples, %.2f ms): p50 %.3f ms, p99 %.3f ms, max %.3f ms, RTF %.3f over %d blocks",
                 engine.block, t["block_ms"], t["p50_ms"], t["p99_ms"], t["max_ms"], t["rtf_p50"], t["blocks"],
             )
+    if recorder is not None:
+        from .profile import write_report
+
+        summary["profile_report"] = str(write_report(
+            recorder, report_dir, bundle=bundle, engine=engine, backend=cfg.bundle.backend,
+            threads=cfg.bundle.threads, periods=a.prefill_periods, xruns=stats.xruns,
+            extra={"late_periods": processor.late_periods, **stats.as_dict()},
+        ))
     print(json.dumps(summary), flush=True)
     return 0
 

@@ -652,28 +652,31 @@ def latency_budget(
     device_rate: int,
     measured_ms: float | None = None,
 ) -> dict[str, Any]:
-    """ALSA buffering + resampling + algorithmic + engine buffering + compute p99.
+    """ALSA buffering + resampling + algorithmic + engine buffering: the round trip.
 
-    * ``alsa_buffering_ms`` = ``periods * period`` at the device rate: the periods
-      queued for playback ahead of the one just written (the live loop pre-fills
-      ``audio.prefill_periods``, 2 by default).
+    * ``alsa_buffering_ms`` = ``(periods - 1) * period`` at the device rate: the
+      playback queue ahead of the period just written (the live loop pre-fills
+      ``audio.prefill_periods``, 2 by default, and one of those periods is the
+      capture period, which the engine's figure already holds).
     * resampler, algorithmic and engine buffering are the engine's declared split
       of its latency (``Engine.latency()``), whose total is the period being
-      captured plus the output FIFO's prefill; so the capture period is counted
-      once, in the engine's buffering.
-    * ``compute_p99_ms``: the engine call's p99, the time a period may take
-      before its output can be written (counted in full: conservative).
+      captured plus the output FIFO's prefill.
+    The sum equals the live loop's measured round trip (engine signal delay +
+    ``periods`` x ``period``; tests/test_alsa_file.py checks that offset).
+    * ``compute_p99_ms`` does not lengthen the round trip: one engine call must
+      fit in the ``(periods - 1) * period`` of queued playback, or the loop
+      underruns.  ``compute_budget_ms`` is that time and ``compute_fits`` says
+      whether the p99 fits it.
 
     Where the engine gives no split (an engine without ``latency()``), the
     measured latency stands in for the model's side.
     """
-    alsa_ms = 1e3 * periods * period / device_rate
+    alsa_ms = 1e3 * (periods - 1) * period / device_rate
     parts = {
         "alsa_buffering_ms": alsa_ms,
         "resampler_ms": declared.get("resampler_ms"),
         "algorithmic_ms": declared.get("algorithmic_ms"),
         "engine_buffering_ms": declared.get("buffering_ms"),
-        "compute_p99_ms": compute_p99_ms,
     }
     source = "declared"
     if parts["algorithmic_ms"] is None:
@@ -684,6 +687,9 @@ def latency_budget(
     total = sum(v for v in parts.values() if v is not None)
     return {
         **parts,
+        "compute_p99_ms": compute_p99_ms,
+        "compute_budget_ms": alsa_ms,
+        "compute_fits": None if compute_p99_ms is None else bool(compute_p99_ms <= alsa_ms),
         "total_ms": float(total),
         "target_ms": TARGET_MS,
         "within_target": bool(total <= TARGET_MS),

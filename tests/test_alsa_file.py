@@ -398,3 +398,31 @@ def test_open_failing_after_the_pcm_opened_is_an_audio_device_error(monkeypatch)
     with pytest.raises(AudioDeviceError, match='playback PCM "fakeplay" \\(audio.playback in test.toml\\) opened but'):
         d.open()
     assert [p.closed for p in fake.created] == [True, True]  # the capture PCM too
+
+
+def test_live_profile_writes_the_report_on_exit(tmp_path: Path, tiny_bundle: Path):
+    """`wavae run --config ... --profile --report DIR` records every engine call of
+    the live loop and writes the same report as `wavae profile` when it stops."""
+    from wavae.device.report import validate
+
+    x = synth_audio(1.0, RATE, seed=5)
+    write_raw(tmp_path / "in.raw", x, "FLOAT_LE")
+    conf = file_pcms(tmp_path / "asound.conf", tmp_path / "in.raw", tmp_path / "out.raw")
+    (tmp_path / "device.toml").write_text(
+        f'[bundle]\npath = "{tiny_bundle}"\n[audio]\ncapture = "test_cap"\nplayback = "test_play"\n'
+        f'rate = {RATE}\nperiod_size = {PERIOD}\nperiods = 3\nformat = "FLOAT_LE"\n'
+        '[service]\nlog_level = "warning"\n'
+    )
+    env = alsa_env(conf)
+    env["OMP_NUM_THREADS"] = "1"
+    report = tmp_path / "live-report"
+    r = _run(WAVAE + ["run", "--config", str(tmp_path / "device.toml"), "--seconds", "0.5",
+                      "--profile", "--report", str(report)], env)
+    summary = _summary(r.stdout)
+    assert Path(summary["profile_report"]) == report / "report.json"
+    data = json.loads((report / "report.json").read_text())
+    assert validate(data) == []
+    (c,) = data["configs"]
+    assert c["engine"]["count"] == summary["frames"] // PERIOD  # one entry per engine call
+    for png in ("hist.png", "series.png", "budget.png"):
+        assert (report / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
