@@ -35,7 +35,6 @@ import argparse
 import datetime as _dt
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -45,19 +44,11 @@ from pathlib import Path
 
 import numpy as np
 
+from wavae.device.profile import cpu_name
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "benchmarks" / "profile.md"
 PRESETS = [("wavae", 512), ("lowlatency", 128)]
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def notes(seconds: float, sr: int, seed: int = 0) -> np.ndarray:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+from wavae.device.profile import cpu_name  # noqa: E402
+from wavae.signals import harmonic_notes as notes  # noqa: E402
 OUT = ROOT / "docs" / "benchmarks" / "device.md"
 CACHE = Path(os.environ.get("WAVAE_BENCH_CACHE", Path(tempfile.gettempdir()) / "wavae-bench-device"))
 
@@ -43,27 +45,6 @@ BLOCKS = [
     ("512", "wavae", 512),
     ("1024", "wavae", 1024),
 ]
-
-
-def notes(seconds: float, sr: int, seed: int):
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    n = int(seconds * sr)
-    t = np.arange(n) / sr
-    out = np.zeros(n)
-    pos = 0
-    while pos < n:
-        dur = int(rng.uniform(0.15, 0.5) * sr)
-        f0 = 110.0 * 2 ** (rng.integers(0, 24) / 12)
-        seg = slice(pos, min(n, pos + dur))
-        tt = t[seg] - t[pos]
-        env = np.exp(-tt * rng.uniform(2, 8)) * rng.uniform(0.1, 0.8)
-        for h in range(1, 5):
-            out[seg] += env * np.sin(2 * np.pi * f0 * h * tt) / h
-        pos += dur
-    out += 0.003 * rng.standard_normal(n)
-    return (0.5 * out / max(1e-9, np.abs(out).max())).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- export (torch)
@@ -181,16 +162,6 @@ def best_of(results: list[dict]) -> dict:
 
 
 # ----------------------------------------------------------------------------- report
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", default=None, help="a trained run of the wavae preset (default: untrained weights)")

@@ -26,29 +26,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from wavae.device.profile import cpu_name  # noqa: E402
+from wavae.signals import harmonic_notes as notes  # noqa: E402
+
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "benchmarks" / "quantize.md"
-
-
-def notes(seconds: float, sr: int, seed: int) -> np.ndarray:
-    """Harmonic notes with envelopes and a little noise (like the tests' synth audio)."""
-    rng = np.random.default_rng(seed)
-    n = int(seconds * sr)
-    t = np.arange(n) / sr
-    out = np.zeros(n)
-    pos = 0
-    while pos < n:
-        dur = int(rng.uniform(0.15, 0.5) * sr)
-        f0 = 110.0 * 2 ** (rng.integers(0, 24) / 12)
-        seg = slice(pos, min(n, pos + dur))
-        tt = t[seg] - t[pos]
-        env = np.exp(-tt * rng.uniform(2, 8)) * rng.uniform(0.1, 0.8)
-        for h in range(1, 5):
-            out[seg] += env * np.sin(2 * np.pi * f0 * h * tt) / h
-        pos += dur
-    out += 0.003 * rng.standard_normal(n)
-    return (0.5 * out / max(1e-9, np.abs(out).max())).astype(np.float32)
 
 
 def time_blocks(step, blocks: list[np.ndarray], warmup: int = 20) -> float:
@@ -179,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         f"# Quantisation benchmark ({cfg.name} preset, block {block} at {sr} Hz = {block_ms:.1f} ms)",
         "",
         f"- weights: {weights}",
-        f"- CPU: {platform.processor() or platform.machine()} ({_cpu_name()}), 1 thread (torch and onnxruntime)",
+        f"- CPU: {platform.processor() or platform.machine()} ({cpu_name()}), 1 thread (torch and onnxruntime)",
         f"- torch {torch.__version__}, onnxruntime {__import__('onnxruntime').__version__}; "
         f"load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (shared machine: times are inflated "
         "when it exceeds 1)",
@@ -205,16 +188,6 @@ def main(argv: list[str] | None = None) -> int:
     tmp_out.write_text(text)
     os.replace(tmp_out, args.out)
     return 0
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -32,19 +31,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+from wavae.device.profile import cpu_name  # noqa: E402
+
 # the seed's default configuration, as measured on the original wavae code
 SEED_TOTAL_MACS = 4.8e9
 SEED_MELGAN_SHARE = 0.89
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _inference_params(model) -> dict:
@@ -124,7 +115,7 @@ def render(figs: dict[str, dict], speeds: dict[str, dict], threads: int, prune_r
     lines = [
         "# Model statistics",
         "",
-        f"Measured {now} by `benchmarks/model_stats.py` on {_cpu_name()} "
+        f"Measured {now} by `benchmarks/model_stats.py` on {cpu_name()} "
         f"({os.cpu_count()} cores, shared), torch {torch.__version__}, {threads} thread(s).",
         "",
         "## Multiply-accumulates per second of audio (millions)",

@@ -108,8 +108,9 @@ def memory_mib() -> dict[str, float | None]:
     return out
 
 
-def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or ""
+def cpu_name() -> str:
+    """The CPU (x86), or the board (Raspberry Pi, Jetson), from /proc/cpuinfo."""
+    cpu = platform.processor() or platform.machine()
     info: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
@@ -125,6 +126,11 @@ def machine_info() -> dict[str, Any]:
         if v and not v.isdigit():
             cpu = v
             break
+    return cpu
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = cpu_name()
     versions: dict[str, str | None] = {}
     for mod in ("numpy", "onnxruntime", "soxr"):
         m = sys.modules.get(mod)

@@ -21,9 +21,10 @@ CHUNK = 4096
 
 @pytest.fixture
 def data_dir(audio_dir, tmp_path) -> Path:
-    """A private copy of the shared `audio_dir` (the cache is written next to the audio)."""
+    """A private copy of the shared `audio_dir`'s audio (the cache is written next to
+    it); hidden folders, such as caches other tests built there, stay behind."""
     d = tmp_path / "data"
-    shutil.copytree(audio_dir, d)
+    shutil.copytree(audio_dir, d, ignore=shutil.ignore_patterns(".*"))
     return d
 
 
