@@ -56,6 +56,25 @@ class Backend:
     def close(self) -> None:
         pass
 
+    @staticmethod
+    def _stage(buffers: dict[str, np.ndarray], inputs: dict[str, np.ndarray]) -> None:
+        """Copy ``inputs`` into the backend's own input buffers (a no-op for those
+        the caller already filled in place, via ``input_buffers``)."""
+        for name, arr in inputs.items():
+            buf = buffers[name]
+            if arr is not buf:
+                np.copyto(buf, arr.reshape(buf.shape))
+
+    @staticmethod
+    def _parity(state: list[np.ndarray], pair: list[list[np.ndarray]]) -> int | None:
+        """Which of the backend's two alternating state sets ``state`` is (0 or 1);
+        None for a state that is not the backend's own."""
+        if state is pair[0]:
+            return 0
+        if state is pair[1]:
+            return 1
+        return None
+
     def describe(self) -> str:
         return self.kind
 

@@ -126,15 +126,9 @@ class OnnxBackend(Backend):
 
     def process(self, graph, inputs, state):
         g = self._graphs[graph]
-        for name, arr in inputs.items():
-            buf = g.inputs[name]
-            if arr is not buf:
-                np.copyto(buf, arr.reshape(buf.shape))
-        if state is g.states[0]:
-            p = 0
-        elif state is g.states[1]:
-            p = 1
-        else:
+        self._stage(g.inputs, inputs)
+        p = self._parity(state, g.states)
+        if p is None:  # a state from elsewhere: copy it into set 0
             for dst, src in zip(g.states[0], state):
                 np.copyto(dst, src)
             p = 0

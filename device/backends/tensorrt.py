@@ -432,15 +432,9 @@ class TensorRTBackend(Backend):
 
     def process(self, graph, inputs, state):
         g = self._graphs[graph]
-        for name, arr in inputs.items():
-            buf = g.inputs[name]
-            if arr is not buf:
-                np.copyto(buf, arr.reshape(buf.shape))
-        if state is g.tokens[0]:
-            p = 0
-        elif state is g.tokens[1]:
-            p = 1
-        else:
+        self._stage(g.inputs, inputs)
+        p = self._parity(state, g.tokens)
+        if p is None:
             raise BackendError("the TensorRT backend keeps its state on the GPU: pass the state it returned")
         g.run(p)
         self.last_gpu_ms = g.last_gpu_ms  # read by `wavae profile` to split GPU from wall time
