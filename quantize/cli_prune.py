@@ -16,7 +16,6 @@ temporary sibling directory and renamed into place.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from wavae.errors import WavaeError
+from wavae.fileio import atomic_write_json, replace_dir
 
 PRUNE_REPORT = "prune.json"
 DROPPED_KEYS = ("opt_vae", "opt_g")  # optimiser states over the model's (now resized) parameters
@@ -79,17 +79,6 @@ class IndexedRows:
         return self.array[self.idx[i]]
 
 
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move the finished ``tmp`` to ``out``, replacing an existing ``out`` (force)."""
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-        os.replace(out, old / out.name)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def write_pruned_run(out: Path, cfg, ckpt: dict, model, report: dict, source: Path, force: bool) -> None:
     from wavae.train.checkpoint import CHECKPOINT, atomic_torch_save, write_config
 
@@ -104,11 +93,11 @@ def write_pruned_run(out: Path, cfg, ckpt: dict, model, report: dict, source: Pa
     try:
         write_config(tmp, cfg)
         atomic_torch_save(new, tmp / CHECKPOINT)
-        (tmp / PRUNE_REPORT).write_text(json.dumps(report, indent=2) + "\n")
+        atomic_write_json(tmp / PRUNE_REPORT, report)
         os.chmod(tmp, 0o755)
         if out.exists() and not force:  # appeared while we worked
             raise WavaeError(f"{out} already exists; pass --force to replace it")
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -135,8 +124,10 @@ def main(args: argparse.Namespace) -> int:
         raise PruneError("--device cuda was asked for, but torch sees no CUDA GPU; use --device cpu")
     if out.exists() and not args.force:
         raise WavaeError(f"{out} already exists; pass --force to replace it, or choose another --out")
-    if out.resolve() == run.resolve():
-        raise WavaeError("--out must differ from the source run; the source is never overwritten")
+    if out.exists() and not ((out / "config.json").is_file() or (out / "checkpoint.pt").is_file()):
+        raise WavaeError(f"{out} exists and is not a training run; refusing to replace it, even with --force")
+    if out.resolve() == run.resolve() or out.resolve() in run.resolve().parents:
+        raise WavaeError("--out must not be the source run or a folder holding it; the source is never overwritten")
 
     cfg, model, ckpt = load_run(run, require_vocoder=True)
     data = args.data or ckpt.get("data_dir")

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from wavae.errors import WavaeError
-from wavae.fileio import atomic_write_json, file_sha256
+from wavae.fileio import atomic_write_json, file_sha256, replace_dir
 from wavae.train.config import Config
 from wavae.train.loudness import DB_FLOOR
 from wavae.train.model import Wavae
@@ -41,7 +41,6 @@ from .bundle import (
     FORMAT_VERSION,
     MANIFEST,
     OPSET,
-    BundleError,
     graph_opset,
 )
 from .fold import fold_model
@@ -329,7 +328,7 @@ def export_bundle(
         manifest["export"] = {"fold_max_abs_diff": fold_diff}
         atomic_write_json(tmp / MANIFEST, manifest)
         _fsync_dir(tmp)
-        _install(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -389,40 +388,3 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _install(tmp: Path, out: Path) -> None:
-    """Rename the finished ``tmp`` into place; an old bundle is moved aside first
-    and deleted only after the new one is in place."""
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".old"))
-        os.rmdir(old)
-        os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        if old is not None:
-            os.replace(old, out)
-        raise
-    fd = os.open(out.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-__all__ = [
-    "PRECISIONS",
-    "BundleError",
-    "DecoderGraph",
-    "EncoderGraph",
-    "ExportError",
-    "check_block",
-    "default_block",
-    "export_bundle",
-    "export_graphs",
-    "graph_specs",
-]

@@ -203,8 +203,17 @@ def test_prune_command_refuses_an_existing_output(source_run, tmp_path):
     args = ["prune", str(run), "--ratio", "0.5", "--steps", "0", "--out", str(out)]
     assert wavae_main(args) == 1
     assert (out / "keep.txt").read_text() == "mine"
-    assert wavae_main(args + ["--force"]) == 0
-    assert not (out / "keep.txt").exists() and (out / CHECKPOINT).is_file()
+    # --force replaces a run, never a folder that is not one (a typo'd --out data)
+    assert wavae_main(args + ["--force"]) == 1
+    assert (out / "keep.txt").read_text() == "mine"
+    # nor the folder that holds the source run
+    assert wavae_main(["prune", str(run), "--ratio", "0.5", "--steps", "0", "--out", str(run.parent), "--force"]) == 1
+    assert (run / CHECKPOINT).is_file()
+    done = tmp_path / "done"
+    assert wavae_main(["prune", str(run), "--ratio", "0.5", "--steps", "0", "--out", str(done)]) == 0
+    (done / "stale.txt").write_text("old run file")
+    assert wavae_main(["prune", str(run), "--ratio", "0.5", "--steps", "0", "--out", str(done), "--force"]) == 0
+    assert not (done / "stale.txt").exists() and (done / CHECKPOINT).is_file()
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no temporaries left
 
 
