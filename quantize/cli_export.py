@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -17,6 +18,8 @@ import numpy as np
 from wavae.errors import WavaeError
 
 from .export import PRECISIONS
+
+log = logging.getLogger(__name__)
 
 CALIBRATION_FILES = 16  # files spread over the folder
 CALIBRATION_SECONDS = 8.0  # at most this much of each
@@ -51,7 +54,7 @@ def calibration_audio(folder: Path, sample_rate: int, files: int = CALIBRATION_F
     """Up to ``files`` audio files spread evenly over ``folder``, each cut to ``seconds``."""
     from tqdm import tqdm
 
-    from wavae.train.data import find_audio, load_audio
+    from wavae.train.data import AudioError, find_audio, load_audio
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -60,10 +63,17 @@ def calibration_audio(folder: Path, sample_rate: int, files: int = CALIBRATION_F
     if not found:
         raise CalibrationSourceError(f"no audio files in {folder}; int8 needs real audio to calibrate on")
     idx = np.unique(np.linspace(0, len(found) - 1, min(files, len(found))).round().astype(int))
-    clips = []
+    clips, skipped = [], []
     for i in tqdm(idx, desc="loading calibration audio", unit="file", disable=not show, leave=False):
-        x = load_audio(found[i], sample_rate)
+        try:  # an unreadable file is skipped, as training skips it
+            x = load_audio(found[i], sample_rate)
+        except AudioError as e:
+            log.warning("calibration: skipping %s", e)
+            skipped.append(str(e))
+            continue
         clips.append(x[: int(seconds * sample_rate)])
+    if not clips:
+        raise CalibrationSourceError(f"none of the audio files tried in {folder} could be read: {skipped[0]}")
     return clips
 
 

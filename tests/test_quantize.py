@@ -182,6 +182,16 @@ def test_missing_or_silent_calibration_audio_is_refused(tmp_path, trained_tiny_r
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
 
 
+def test_calibration_skips_an_unreadable_file(tmp_path, trained_tiny_run, audio_dir):
+    """Training skips a corrupt file with a warning; int8 calibration must too."""
+    cal = tmp_path / "cal"
+    shutil.copytree(audio_dir, cal, ignore=shutil.ignore_patterns(".*"))
+    (cal / "broken.wav").write_bytes(b"RIFF not really a wav")
+    assert wavae_main(["export", str(trained_tiny_run), "--out", str(tmp_path / "b"), "--precision", "int8",
+                       "--calibration", str(cal)]) == 0
+    assert (tmp_path / "b" / "manifest.json").is_file()
+
+
 def test_run_without_a_trained_vocoder_is_refused(tmp_path, trained_tiny_run, capsys):
     run = tmp_path / "vae-only"
     shutil.copytree(trained_tiny_run, run)
