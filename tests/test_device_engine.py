@@ -394,8 +394,10 @@ def test_bias_jump_is_smoothed_without_step(trained, which, value):
     frames_to_95 = int(np.argmax(np.abs(traj) >= 0.95 * abs(value)))
     assert frames_to_95 >= 2.5 * smoothing * sr / frame  # ~3 time constants: measured 18 frames (limit 15.6)
 
-    # the audio has no step: around the change it moves no faster than elsewhere in the same signal
-    # (measured 0.81x (k = 0) / 0.70x (k = last) of the largest sample-to-sample move elsewhere; limit 1x) ...
+    # the audio has no step: around the change it moves hardly faster than elsewhere in the same
+    # signal.  Measured 0.81x / 0.70x (k = 0 / last) of the largest sample-to-sample move elsewhere on
+    # one trained fixture, 1.05x / 1.03x on another (same smoothing, different weights); a real click
+    # reads 8.9x-24x (below).  Limit 2x: ~2x above the no-click figures, >4x below the smallest click ...
     c = at * B
     win = slice(c - B, c + 4096)  # one block before the jump to 5 time constants after
 
@@ -403,13 +405,14 @@ def test_bias_jump_is_smoothed_without_step(trained, which, value):
         dy = np.abs(np.diff(y))
         return dy[win].max() / max(dy[start(t.bundle) : win.start].max(), dy[win.stop :].max())
 
-    assert speed_near_change(y1) <= 1.0
+    assert speed_near_change(y1) <= 2.0
     # ... and the bias's own contribution, y1 - y0, grows no faster than it moves once settled
     # (measured 0.70x / 0.34x; limit 1x)
     dd = np.abs(np.diff(y1 - y0))
     assert dd[c - B : c + 2048].max() <= dd[c + 2048 :].max()
     # the audio check has teeth: a real click there (the decoder restarting from zero state) reads
-    # 13x / 24x (limit 5x).  It cannot tell smoothing from none (0.88x / 0.70x unsmoothed): the decoder
+    # 13x / 24x on one fixture, 8.9x / 17.5x on the other (limit 5x).  It cannot tell smoothing from
+    # none (0.88x / 0.70x unsmoothed): the decoder
     # spreads a latent step over ~8 frames by itself; the latent checks above pin the smoothing.
     y_click, _, _ = run_traced(t, x, {at: {f"bias.{k}": value}}, click_at=at)
     assert speed_near_change(y_click) > 5.0

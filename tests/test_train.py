@@ -204,3 +204,47 @@ def test_ctrl_c_saves_a_checkpoint_and_resumes(tmp_path, audio_dir):
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert torch.load(run / "checkpoint.pt", weights_only=True)["progress"]["vae_steps"] == steps + 2
+
+
+def test_resumed_run_that_skips_to_the_vocoder_still_gets_its_pca(tmp_path, chunks):
+    t = _trainer(tmp_path / "r", chunks)
+    t.start(resume=False)
+    t.vae_step()  # as after a Ctrl-C inside the VAE stage: weights moved, no PCA yet
+    t.save()
+    with pytest.raises(RunError, match="no latent PCA"):
+        t.progress["vocoder_steps"] = 1
+        t.save()
+        load_run(tmp_path / "r", require_vocoder=True)
+    t.progress["vocoder_steps"] = 0
+    t.save()
+    r = _trainer(tmp_path / "r", chunks)
+    r.start(resume=True)
+    r.fit("vocoder", 2)
+    assert r.progress["pca_done"]
+    _, model, _ = load_run(tmp_path / "r", require_vocoder=True)
+    assert not torch.equal(model.pca_rotation, torch.eye(model.latent_dim))
+
+
+def test_pruned_run_cannot_be_resumed_by_train(tmp_path, chunks):
+    t = _trainer(tmp_path / "p", chunks)
+    t.start(resume=False)
+    t.fit("vae", 1)
+    ckpt = torch.load(tmp_path / "p" / "checkpoint.pt", weights_only=True)
+    ckpt["pruned_widths"] = {}
+    torch.save(ckpt, tmp_path / "p" / "checkpoint.pt")
+    with pytest.raises(RunError, match="pruned run"):
+        _trainer(tmp_path / "p", chunks).start(resume=True)
+
+
+def test_nonpositive_settings_are_refused_by_name(tmp_path):
+    for key, value in (("ckpt_every", 0), ("log_every", 0), ("batch", -1)):
+        with pytest.raises(ConfigError, match=f"train.{key} must be positive"):
+            resolve("tiny", {"train": {key: value}})
+
+
+def test_reconstruct_refuses_bad_output_paths(tmp_path, trained_tiny_run, audio_dir):
+    src = next(Path(audio_dir).glob("*.wav"))
+    for out, msg in ((tmp_path / "nodir" / "o.wav", "does not exist"), (tmp_path / "o.xyz", "cannot write")):
+        r = subprocess.run(WAVAE + ["reconstruct", str(trained_tiny_run), str(src), str(out)],
+                           capture_output=True, text=True, cwd=ROOT)
+        assert r.returncode == 1 and msg in r.stderr and "Traceback" not in r.stderr

@@ -90,6 +90,11 @@ def load_run(run: Path, require_vocoder: bool = False):
     except (KeyError, RuntimeError) as e:
         raise RunError(f"checkpoint in {run} does not match its config: {e}") from e
     progress = ckpt.get("progress", {})
+    if require_vocoder and progress.get("vae_steps") and not progress.get("pca_done"):
+        raise RunError(
+            f"run {run} has no latent PCA yet (its VAE stage was interrupted); finish it with "
+            f"`wavae train --resume --out {run} --data DIR`"
+        )
     if require_vocoder and not progress.get("vocoder_steps"):
         raise RunError(
             f"run {run} has no trained vocoder yet; train it with "

@@ -60,12 +60,19 @@ def main(args: argparse.Namespace) -> int:
     from .checkpoint import load_run
     from .data import load_audio
 
+    import soundfile as sf
+
+    out = Path(args.output)
+    if not out.parent.is_dir():
+        raise WavaeError(f"the folder of {out} does not exist; create it or choose another output path")
+    if out.suffix.lstrip(".").upper() not in sf.available_formats():
+        raise WavaeError(f"cannot write {out.suffix or 'a file without extension'}: use .wav or .flac")
     cfg, model, _ = load_run(Path(args.run), require_vocoder=True)
     audio = load_audio(args.input, cfg.frontend.sample_rate)
     y = reconstruct(model, audio, streaming=args.streaming, block=args.block)
     if not np.all(np.isfinite(y)):
         raise WavaeError(f"the model produced non-finite audio for {args.input}; the run may have diverged")
-    write_audio(Path(args.output), y, cfg.frontend.sample_rate)
+    write_audio(out, y, cfg.frontend.sample_rate)
     mode = f"streaming, block {args.block or model.frame}" if args.streaming else "offline"
     print(f"wrote {args.output}: {len(y) / cfg.frontend.sample_rate:.2f} s at {cfg.frontend.sample_rate} Hz ({mode})")
     return 0

@@ -69,13 +69,13 @@ def main(args: argparse.Namespace) -> int:
     run = Path(args.out)
     if args.resume:
         cfg = read_config(run)
-        if args.set or args.batch:
+        if args.set or args.batch is not None:
             raise ConfigError("--resume continues a run with its saved config; drop --set/--batch")
     else:
         if (run / CHECKPOINT).exists():
             raise WavaeError(f"{run} already holds a run; continue it with --resume or choose another --out")
         overrides = parse_overrides(args.set)
-        if args.batch:
+        if args.batch is not None:
             overrides.setdefault("train", {})["batch"] = args.batch
         cfg = resolve(args.preset, overrides)
     steps = args.steps if args.steps is not None else DEFAULT_STEPS.get(cfg.name, 1000)

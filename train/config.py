@@ -112,7 +112,20 @@ class Config:
         return _to_plain(dataclasses.asdict(self))
 
     def validate(self) -> "Config":
-        fe, vae, voc = self.frontend, self.vae, self.vocoder
+        fe, vae, voc, t = self.frontend, self.vae, self.vocoder, self.train
+        positive = {
+            "frontend.sample_rate": fe.sample_rate, "frontend.hop": fe.hop, "frontend.n_mels": fe.n_mels,
+            "vae.kernel": vae.kernel, "vocoder.ngf": voc.ngf, "train.batch": t.batch, "train.chunk": t.chunk,
+            "train.ckpt_every": t.ckpt_every, "train.log_every": t.log_every, "train.pca_batches": t.pca_batches,
+            "train.lr": t.lr, "train.vocoder_lr": t.vocoder_lr,
+        }
+        for name, value in positive.items():
+            if value <= 0:
+                raise ConfigError(f"{name} must be positive, got {value}")
+        for name, values in (("vae.encoder_strides", vae.encoder_strides), ("vocoder.ratios", voc.ratios),
+                             ("vae.encoder_channels", vae.encoder_channels)):
+            if any(v < 1 for v in values):
+                raise ConfigError(f"every entry of {name} must be at least 1, got {list(values)}")
         if fe.n_fft < fe.hop:
             raise ConfigError(f"frontend.n_fft ({fe.n_fft}) must be >= frontend.hop ({fe.hop})")
         if fe.window not in ("hann", "asymmetric"):

@@ -1,9 +1,10 @@
 """Two-stage training: the VAE (with the adversarial loudness classifier), then the
 PCA of its latent, then the MelGAN vocoder.  Single process or DDP.
 
-A run resumes exactly: model, discriminator, optimisers, step counters and every
-RNG in use (global torch RNG for the reparameterisation, a dedicated generator
-for batch sampling) are in the checkpoint.
+A run resumes exactly: model, discriminator, optimisers and step counters are in
+the checkpoint, and every random draw of a step (its batch, gains and the
+reparameterisation noise) is seeded from (seed, stage, step, rank) alone, so no
+RNG state needs saving and resume is exact under DDP and on CUDA too.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from wavae.errors import WavaeError
 
-from .checkpoint import CHECKPOINT, FORMAT_VERSION, atomic_torch_save, load_checkpoint, write_config
+from .checkpoint import CHECKPOINT, FORMAT_VERSION, RunError, atomic_torch_save, load_checkpoint, write_config
 from .config import Config
 from .factory import build_discriminator, build_model
 from .loudness import fit_gmm_1d
@@ -105,7 +106,6 @@ class Trainer:
         self.opt_vae = torch.optim.Adam(vae_params, lr=t.lr, betas=t.betas)
         self.opt_g = torch.optim.Adam(self.model.vocoder.parameters(), lr=t.vocoder_lr, betas=t.betas)
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=t.vocoder_lr, betas=t.betas)
-        self.batch_gen = torch.Generator().manual_seed(t.seed * 1000 + self.dist.rank)
         self.progress = {"stats_done": False, "vae_steps": 0, "pca_done": False, "vocoder_steps": 0}
         self.ffts = default_ffts(cfg.frontend.n_fft)
         self._stop = False
@@ -135,9 +135,17 @@ class Trainer:
             self._writer.close()
             self._writer = None
 
-    def sample_batch(self, generator: torch.Generator | None = None) -> Tensor:
+    def seed_step(self, stage: str) -> torch.Generator:
+        """Seed this step's draws from (seed, stage, step, rank): the global RNG (the
+        reparameterisation noise, on every device) and the returned batch generator."""
+        stage_id = {"vae": 1, "vocoder": 2}[stage]
+        step = self.progress[f"{stage}_steps"]
+        s = ((self.cfg.train.seed * 3 + stage_id) * 1_000_003 + step) * 1009 + self.dist.rank
+        torch.manual_seed(s)
+        return torch.Generator().manual_seed(s)
+
+    def sample_batch(self, g: torch.Generator) -> Tensor:
         """A batch of random chunks at random gains (-12..0 dB), so loudness varies."""
-        g = generator or self.batch_gen
         n = self.chunks.shape[0]
         idx = torch.randint(n, (self.cfg.train.batch,), generator=g).numpy()
         gain_db = torch.empty(self.cfg.train.batch, 1, 1).uniform_(-12.0, 0.0, generator=g)
@@ -155,7 +163,6 @@ class Trainer:
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
             "progress": dict(self.progress),
-            "rng": {"torch": torch.get_rng_state(), "batch": self.batch_gen.get_state()},
             "data_dir": self.data_dir,
         }
 
@@ -169,15 +176,20 @@ class Trainer:
         """Write the config of a new run, or restore everything from its checkpoint."""
         if resume:
             ckpt = load_checkpoint(self.run)
-            self.model.load_state_dict(ckpt["model"])
-            self.disc.load_state_dict(ckpt["disc"])
-            self.opt_vae.load_state_dict(ckpt["opt_vae"])
-            self.opt_g.load_state_dict(ckpt["opt_g"])
-            self.opt_d.load_state_dict(ckpt["opt_d"])
-            self.progress.update(ckpt["progress"])
-            torch.set_rng_state(ckpt["rng"]["torch"])
-            if self.dist.main:
-                self.batch_gen.set_state(ckpt["rng"]["batch"])
+            if "pruned_widths" in ckpt:
+                raise RunError(
+                    f"{self.run} is a pruned run: `wavae train` cannot continue it; fine-tune it with "
+                    f"`wavae prune SOURCE --ratio R --steps N --out {self.run} --force`"
+                )
+            try:
+                self.model.load_state_dict(ckpt["model"])
+                self.disc.load_state_dict(ckpt["disc"])
+                self.opt_vae.load_state_dict(ckpt["opt_vae"])
+                self.opt_g.load_state_dict(ckpt["opt_g"])
+                self.opt_d.load_state_dict(ckpt["opt_d"])
+                self.progress.update(ckpt["progress"])
+            except (KeyError, RuntimeError, ValueError) as e:
+                raise RunError(f"checkpoint in {self.run} does not match its config or is incomplete: {e}") from e
             self.data_dir = self.data_dir or ckpt.get("data_dir")
         elif self.dist.main:
             self.run.mkdir(parents=True, exist_ok=True)
@@ -234,7 +246,7 @@ class Trainer:
     def vae_step(self) -> dict[str, float]:
         t, step = self.cfg.train, self.progress["vae_steps"]
         self.model.train()
-        x = self.sample_batch()
+        x = self.sample_batch(self.seed_step("vae"))
         beta = t.kl_weight * self._ramp(step, t.kl_warmup)
         strength = self.cfg.loudness.adv_weight * self._ramp(step, self.cfg.loudness.adv_warmup)
         losses = self.vae_ddp(x, beta, strength)
@@ -250,7 +262,7 @@ class Trainer:
         t, step = self.cfg.train, self.progress["vocoder_steps"]
         self.model.vocoder.train()
         self.disc.train()
-        x = self.sample_batch()
+        x = self.sample_batch(self.seed_step("vocoder"))
         with torch.no_grad():
             mel = self.model.frontend(x)
             if t.finetune_on_vae:
@@ -274,7 +286,8 @@ class Trainer:
         out["spectral"] = spectral
         g_loss = t.mel_weight * spectral
         if adversarial:
-            disc = self.disc  # unwrapped: D's gradients here are not used
+            disc = self.disc  # unwrapped, frozen: the gradient flows through D into G only
+            disc.requires_grad_(False)
             with torch.no_grad():
                 real = disc(x)
             fake = disc(y)
@@ -282,9 +295,12 @@ class Trainer:
             out["fm"] = feature_matching(real, fake)
             g_loss = g_loss + out["gen"] + t.fm_weight * out["fm"]
         out["loss"] = g_loss
-        self._check(out, "vocoder", step + 1)
-        self.opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
+        try:
+            self._check(out, "vocoder", step + 1)
+            self.opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+        finally:
+            self.disc.requires_grad_(True)
         self.opt_g.step()
         self.progress["vocoder_steps"] = step + 1
         return {k: v.item() for k, v in out.items()}
@@ -349,8 +365,8 @@ class Trainer:
         try:
             if stage in ("vae", "all"):
                 history["vae"] = self.train_vae(steps)
-                if not self._stop and not self.progress["pca_done"]:
-                    self.fit_pca()
+            if self.progress["vae_steps"] and not self.progress["pca_done"] and not self._stop:
+                self.fit_pca()  # also when a resumed run goes straight to the vocoder
             if stage in ("vocoder", "all") and not self._stop:
                 history["vocoder"] = self.train_vocoder(steps)
             self.save()
