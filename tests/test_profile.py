@@ -35,21 +35,6 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Run a device command the way a Pi runs it: torch made unimportable.
 NO_TORCH = "import sys; sys.modules['torch'] = None; from wavae.cli import main; sys.exit(main(sys.argv[1:]))"
 
-# The `lowlatency` preset's timing structure (24 kHz, 512-point asymmetric window with a
-# one-hop fall, hop 64, latent frame 128, vocoder ratios 4.4.2.2) with the `tiny` preset's
-# widths: the full preset (11 M parameters) needs minutes of training before its output
-# follows its input's onsets (30 + 30 steps took 19 s here and answered ~90 ms late, the
-# untrained response of a 28-frame causal encoder); this one trains in ~10 s.
-LOWLATENCY_SLIM = {
-    "vae": {"encoder_channels": [80, 32, 32, 16], "encoder_strides": [1, 2, 1]},
-    "loudness": {"n_components": 3, "n_bins": 8, "classifier_channels": 16, "adv_warmup": 20},
-    "vocoder": {"ngf": 8, "n_residual": 1, "disc_scales": 2, "disc_channels": 4, "disc_max_channels": 32,
-                "disc_downsample": [4, 4]},
-    "train": {"batch": 4, "chunk": 4096, "lr": 1e-3, "vocoder_lr": 3e-4, "kl_warmup": 20, "ckpt_every": 50,
-              "log_every": 5, "pca_batches": 4},
-}
-
-
 def _wavae(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", NO_TORCH, *args], capture_output=True, text=True, timeout=timeout,
                           cwd=ROOT)
@@ -78,7 +63,10 @@ def lowlatency_trained_bundle(audio_dir, tmp_path_factory) -> Path:
     from wavae.train.trainer import Trainer
 
     torch.set_num_threads(1)
-    cfg = resolve("lowlatency", LOWLATENCY_SLIM)
+    # the `lowlatency` preset's timing with `tiny`'s widths: the full preset (11 M parameters)
+    # needs minutes of training before its output follows its input's onsets (30 + 30 steps took
+    # 19 s here and answered ~90 ms late); this one trains in ~10 s
+    cfg = resolve("lowlatency-tiny")
     full = resolve("lowlatency")
     # the latency-defining parts are the preset's own
     assert (cfg.frontend, cfg.frame, cfg.latent_stride, cfg.vocoder.ratios) == (

@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override one config value (JSON value), e.g. --set train.lr=3e-4")
 
 
-DEFAULT_STEPS = {"tiny": 200, "lowlatency": 200_000, "wavae": 200_000}
+DEFAULT_STEPS = {"tiny": 200, "lowlatency-tiny": 200, "lowlatency": 200_000, "wavae": 200_000}
 
 
 def parse_overrides(items: list[str]) -> dict:

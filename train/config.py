@@ -250,6 +250,19 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# The lowlatency preset's timing (rate, hop, window, frame, vocoder ratios) with tiny's widths:
+# tests and CI of the low-latency path, trainable in seconds on a CPU.
+PRESETS["lowlatency-tiny"] = _merge(PRESETS["lowlatency"], {
+    "name": "lowlatency-tiny",
+    "vae": {"encoder_channels": [80, 32, 32, 16], "encoder_strides": [1, 2, 1]},
+    "loudness": {"n_components": 3, "n_bins": 8, "classifier_channels": 16, "adv_warmup": 20},
+    "vocoder": {"ngf": 8, "n_residual": 1, "disc_scales": 2, "disc_channels": 4, "disc_max_channels": 32,
+                "disc_downsample": [4, 4]},
+    "train": {"batch": 4, "chunk": 4096, "lr": 1e-3, "vocoder_lr": 3e-4, "kl_warmup": 20, "ckpt_every": 50,
+              "log_every": 5, "pca_batches": 4},
+})
+
+
 def resolve(preset: str = "wavae", overrides: dict[str, Any] | None = None) -> Config:
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
