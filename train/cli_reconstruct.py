@@ -30,10 +30,7 @@ def reconstruct(model, audio: np.ndarray, streaming: bool = False, block: int | 
     frame = model.frame
     block = block or frame
     if streaming:
-        try:
-            model.check_block(block)
-        except ValueError as e:
-            raise WavaeError(str(e)) from None
+        model.check_block(block)
     step = block if streaming else frame
     n = audio.shape[0]
     padded = np.zeros(-(-n // step) * step, dtype=np.float32)

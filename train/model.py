@@ -14,11 +14,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from wavae.errors import WavaeError
+
 from .frontend import MelFrontend
 from .loudness import FrameLoudness, LoudnessClassifier, LoudnessFlattener
 from .melgan import Generator
 from .streaming import State, chain_lookahead
 from .vae import Decoder, Encoder
+
+
+class BlockSizeError(WavaeError, ValueError):
+    """A streaming block the model cannot serve (not a whole number of latent frames)."""
 
 
 class Wavae(nn.Module):
@@ -105,10 +111,12 @@ class Wavae(nn.Module):
         return self.decoder.state_shapes(batch) + self.vocoder.state_shapes(batch)
 
     def init_encoder_state(self, batch: int = 1) -> State:
-        return [torch.zeros(s) for s in self.encoder_state_shapes(batch)]
+        d = self.pca_mean.device
+        return [torch.zeros(s, device=d) for s in self.encoder_state_shapes(batch)]
 
     def init_decoder_state(self, batch: int = 1) -> State:
-        return [torch.zeros(s) for s in self.decoder_state_shapes(batch)]
+        d = self.pca_mean.device
+        return [torch.zeros(s, device=d) for s in self.decoder_state_shapes(batch)]
 
     def encode_step(self, audio: Tensor, state: State) -> tuple[tuple[Tensor, Tensor, Tensor], State]:
         nf = self.frontend.n_states
@@ -126,7 +134,7 @@ class Wavae(nn.Module):
 
     def check_block(self, block: int) -> None:
         if block <= 0 or block % self.frame:
-            raise ValueError(
+            raise BlockSizeError(
                 f"block {block} is not a positive multiple of the latent frame ({self.frame} samples)"
             )
 
