@@ -321,7 +321,7 @@ def load_config(path: str | Path) -> DeviceConfig:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise DeviceConfigError(
-            f"device config {path} does not exist; start from an example in wavae/device/configs/"
+            f"device config {path} does not exist; start from an example in {Path(__file__).parent / 'configs'}"
         ) from None
     except OSError as e:
         raise DeviceConfigError(f"device config {path} cannot be read: {e.strerror}") from None

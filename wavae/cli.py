@@ -29,7 +29,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wavae", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="wavae", description="The wavae instrument: train, export, run and profile (see README.md)."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
