@@ -21,7 +21,6 @@ is ``wavae.device.live.main_live(args)``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
@@ -62,20 +61,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --profile in live mode: where the report goes (default ./profile-report)")
 
 
-def parse_set(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise WavaeError(f"--set takes NAME=VALUE, got {item!r}")
-        name, raw = item.split("=", 1)
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw  # a bare word such as manual / on
-        out[name.strip()] = value
-    return out
-
-
 def main(args: argparse.Namespace) -> int:
     if args.config:
         from wavae.device.live import main_live
@@ -98,7 +83,7 @@ def run_file(args: argparse.Namespace) -> int:
     from .audio_file import read_wav, write_wav_atomic
     from .backends import make_backend
     from .bundle import load_bundle
-    from .controls import Controls, ControlScript
+    from .controls import Controls, ControlScript, parse_set
     from .engine import Engine
 
     period = DEFAULT_PERIOD if args.period is None else args.period

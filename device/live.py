@@ -441,7 +441,7 @@ def main_live(args: Any) -> int:
     """Run the live ALSA loop (``wavae run --config``); returns the exit code."""
     from .backends import make_backend
     from .bundle import load_bundle
-    from .controls import ControlScript, Controls
+    from .controls import ControlScript, Controls, parse_set
     from .engine import Engine
 
     cfg = build_config(args)
@@ -461,8 +461,6 @@ def main_live(args: Any) -> int:
         controls = Controls(bundle.latent_dim)
         apply_initial_controls(controls, cfg)
         if _arg(args, "set_controls"):  # --set NAME=VALUE wins over [controls]
-            from .cli_run import parse_set
-
             controls.update(parse_set(args.set_controls))
         script = ControlScript.load(args.controls, controls) if _arg(args, "controls") else None
         engine_period = a.period_size
