@@ -15,19 +15,26 @@ Live mode::
 
     wavae run --config device.toml [--bundle B] [--capture PCM] [--playback PCM] [--seconds S]
 
-is ``wavae.device.live.main_live(args)``.
+is ``wavae.device.live.main_live(args)``.  Both build the instrument with
+``wavae.device.instrument``: this module only maps arguments to an
+``InstrumentSpec`` and renders the file.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 from wavae.errors import WavaeError
+
+from .audio_file import read_wav, write_wav_atomic
+from .controls import parse_set
+from .instrument import Instrument, InstrumentSpec, timing_line
+from .live import main_live
 
 DEFAULT_PERIOD = 256
 
@@ -62,24 +69,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --profile in live mode: where the report goes (default ./profile-report)")
 
 
-def parse_set(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise WavaeError(f"--set takes NAME=VALUE, got {item!r}")
-        name, raw = item.split("=", 1)
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw  # a bare word such as manual / on
-        out[name.strip()] = value
-    return out
-
-
 def main(args: argparse.Namespace) -> int:
     if args.config:
-        from wavae.device.live import main_live
-
         return int(main_live(args) or 0)
     if not args.input and not args.output:
         raise WavaeError(
@@ -94,35 +85,57 @@ def main(args: argparse.Namespace) -> int:
     return run_file(args)
 
 
-def run_file(args: argparse.Namespace) -> int:
-    from .audio_file import read_wav, write_wav_atomic
-    from .backends import make_backend
-    from .bundle import load_bundle
-    from .controls import Controls, ControlScript
-    from .engine import Engine
-
-    period = DEFAULT_PERIOD if args.period is None else args.period
-    threads = 1 if args.threads is None else args.threads
-    bundle = load_bundle(args.bundle)
-    audio, rate = read_wav(args.input)
-    channels = audio.shape[1]
-    controls = Controls(bundle.latent_dim)
-    if args.set_controls:
-        controls.update(parse_set(args.set_controls))
-    script = ControlScript.load(args.controls, controls) if args.controls else None
-    backend = make_backend(bundle, args.backend or "onnxruntime", threads=threads)
-    engine = Engine(
-        bundle,
-        backend,
+def file_spec(args: argparse.Namespace, rate: int, channels: int) -> InstrumentSpec:
+    """The instrument file mode plays: the command line's, at the input file's rate and channel count."""
+    return InstrumentSpec(
+        bundle=Path(args.bundle),
+        backend=args.backend or "onnxruntime",
+        threads=1 if args.threads is None else args.threads,
         device_rate=rate,
-        period=period,
+        period=DEFAULT_PERIOD if args.period is None else args.period,
         channels_in=channels,
         channels_out=channels,
-        controls=controls,
+        settings=parse_set(args.set_controls),
+        script=Path(args.controls) if args.controls else None,
         resampler=args.resampler or "polyphase",
     )
-    n = audio.shape[0]
-    delay = 0 if args.keep_latency else engine.prefill
+
+
+def run_file(args: argparse.Namespace) -> int:
+    audio, rate = read_wav(args.input)
+    n, channels = audio.shape
+    with Instrument.open(file_spec(args, rate, channels)) as inst:
+        y, wall = render(inst, audio, keep_latency=args.keep_latency)
+        write_wav_atomic(args.output, y, rate)
+        lat = inst.engine.latency()
+        print(
+            f"wrote {args.output}: {n / rate:.2f} s at {rate} Hz, {channels} channel(s); "
+            f"{inst.backend.describe()}; engine latency {lat['total_ms']:.1f} ms "
+            f"(resampler {lat['resampler_ms']:.1f}, algorithmic {lat['algorithmic_ms']:.1f}, "
+            f"buffering {lat['buffering_ms']:.1f}); rendered in {wall:.2f} s "
+            f"({n / rate / max(wall, 1e-9):.1f}x real time)"
+        )
+        st = inst.engine.stats
+        if st["nan_resets"]:
+            print(f"warning: the NaN guard muted and reset the model {st['nan_resets']} time(s)", file=sys.stderr)
+        if args.profile:
+            line = timing_line(inst.engine)
+            if line is not None:
+                print(line)
+    return 0
+
+
+def render(inst: Instrument, audio: np.ndarray, keep_latency: bool = False) -> tuple[np.ndarray, float]:
+    """Run ``audio`` [frames, channels] through the instrument, period by period, as the live loop would.
+
+    Returns the output (same shape; aligned with the input unless
+    ``keep_latency``) and the wall time it took.  The control script applies
+    by audio frames processed, exactly as live.
+    """
+    engine, controls, script = inst.engine, inst.controls, inst.script
+    period, rate = engine.period, engine.device_rate
+    n, channels = audio.shape
+    delay = 0 if keep_latency else engine.prefill
     calls = -(-(n + delay) // period)
     x = np.zeros((calls * period, channels), np.float32)
     x[:n] = audio
@@ -140,22 +153,4 @@ def run_file(args: argparse.Namespace) -> int:
             script.apply(controls, i, period, rate)
         engine.process(x[i : i + period], out=y[i : i + period])
     wall = time.perf_counter() - t0
-    out = y[delay : delay + n]
-    write_wav_atomic(args.output, out, rate)
-    lat = engine.latency()
-    print(
-        f"wrote {args.output}: {n / rate:.2f} s at {rate} Hz, {channels} channel(s); "
-        f"{backend.describe()}; engine latency {lat['total_ms']:.1f} ms "
-        f"(resampler {lat['resampler_ms']:.1f}, algorithmic {lat['algorithmic_ms']:.1f}, "
-        f"buffering {lat['buffering_ms']:.1f}); rendered in {wall:.2f} s ({n / rate / max(wall, 1e-9):.1f}x real time)"
-    )
-    st = engine.stats
-    if st["nan_resets"]:
-        print(f"warning: the NaN guard muted and reset the model {st['nan_resets']} time(s)", file=sys.stderr)
-    if args.profile:
-        t = engine.timing()
-        print(
-            f"per block ({engine.block} samples, {t['block_ms']:.2f} ms): p50 {t['p50_ms']:.3f} ms, "
-            f"p99 {t['p99_ms']:.3f} ms, max {t['max_ms']:.3f} ms, RTF {t['rtf_p50']:.3f} over {t['blocks']} blocks"
-        )
-    return 0
+    return y[delay : delay + n], wall

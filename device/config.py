@@ -80,6 +80,22 @@ class ControlsConfig:
     def as_dict(self) -> dict[str, Any]:
         return dict(self.values)
 
+    def for_latent(self, latent_dim: int, source: str = "<config>") -> dict[str, Any]:
+        """The values for a bundle with ``latent_dim`` latent dimensions, ``bias`` padded with zeros.
+
+        ``source`` names the config file in the message when the list is longer than the latent.
+        """
+        values = self.as_dict()
+        bias = values.get("bias")
+        if bias is not None:
+            if len(bias) > latent_dim:
+                raise DeviceConfigError(
+                    f"{source}: controls.bias: this bundle's latent has {latent_dim} dimensions, "
+                    f"the list has {len(bias)} values"
+                )
+            values["bias"] = list(bias) + [0.0] * (latent_dim - len(bias))
+        return values
+
 
 @dataclass(frozen=True)
 class ServiceConfig:

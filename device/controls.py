@@ -201,6 +201,25 @@ class Controls:
         return getattr(snap, name)
 
 
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """``NAME=VALUE`` strings (``wavae run --set``) -> ``{name: value}``, for ``Controls.update``.
+
+    A value is read as JSON (``0.4``, ``true``, ``[1, 2]``), else kept as the
+    bare word (``manual``, ``on``); ``Controls.check`` judges it, not this.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ControlError(f"--set takes NAME=VALUE, got {item!r}")
+        name, raw = item.split("=", 1)
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw  # a bare word such as manual / on
+        out[name.strip()] = value
+    return out
+
+
 @dataclass(frozen=True)
 class ControlEvent:
     t: float

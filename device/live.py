@@ -1,7 +1,11 @@
-"""The live instrument: device config -> bundle -> backend -> engine -> ALSA duplex.
+"""The live instrument: device config -> instrument -> processing chain -> ALSA duplex.
 
 ``wavae run --config device.toml [--bundle B] [--capture NAME] [--playback NAME]
-[--seconds S] [--controls script.json]`` calls ``main_live``.  It runs until
+[--seconds S] [--controls script.json]`` calls ``main_live``, in four steps:
+open (the config, then the PCMs, so a missing one fails before the model
+loads), build (the instrument of ``wavae.device.instrument``, then the chain
+between it and the PCMs: control script, fault injection, timing, threading),
+run and summarize.  It runs until
 ``--seconds`` of audio have gone through (device time: frames processed, plus
 wall time while the device is lost) or until SIGINT/SIGTERM, then drains the
 playback queue, closes the PCMs, logs the xrun and reopen counts and prints
@@ -54,9 +58,9 @@ while it computes; Python and numpy glue do not.  While the loop runs the GIL
 switch interval is lowered from 5 ms to 1 ms, so a thread busy in Python holds
 the audio thread off for at most about 1 ms at a time instead of about a period.
 ``[service] realtime_priority`` puts the audio thread under SCHED_FIFO so that
-other processes cannot starve it.  It is set before the backend is made, so
-the threads created after it inherit it: onnxruntime's intra-op pool
-(``bundle.threads > 1``) and the worker.
+other processes cannot starve it.  ``Instrument.open`` sets it before it makes
+the backend, so the threads created after it inherit it: onnxruntime's
+intra-op pool (``bundle.threads > 1``) and the worker.
 
 Measured figures for both are in docs/device-live.md.  The controls are read by
 the engine as one snapshot per model block (``wavae.device.controls``).  A
@@ -79,23 +83,27 @@ Nth period.  In ``inline`` mode that delays the audio loop (xruns); in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
-import os
 import queue
 import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from wavae.errors import WavaeError
 
-from .audio_io import AlsaDuplex
+from .audio_io import AlsaDuplex, IOStats
 from .config import DebugConfig, DeviceConfig, DeviceConfigError, load_config, with_overrides
+from .controls import Controls, parse_set
+from .instrument import Instrument, InstrumentSpec, timing_line
 
 log = logging.getLogger("wavae.device.live")
 
@@ -121,8 +129,6 @@ class ScriptSchedule:
     """
 
     def __init__(self, script, controls, rate: int, period: int):
-        from .controls import Controls
-
         scratch = Controls(controls.latent_dim)
         scratch.snapshot = controls.snapshot
         frames: list[int] = []
@@ -349,39 +355,6 @@ def worker_delay(block: int, model_rate: int, device_rate: int, period: int) -> 
     return max(1, math.ceil(block_frames / period - 1e-9))
 
 
-def warm_up(engine, block_frames: float) -> None:
-    """Run two model blocks of silence and reset: onnxruntime's first calls are slow
-    (allocation), and the first real periods must not pay for them.  After the
-    reset the engine is exactly a fresh one (file mode and live mode still agree),
-    and its stats and block timings hold nothing of the warm-up."""
-    zeros = np.zeros((engine.period, engine.channels_in), np.float32)
-    out = np.zeros((engine.period, engine.channels_out), np.float32)
-    for _ in range(2 * math.ceil(block_frames / engine.period) + 2):
-        engine.process(zeros, out=out)
-    engine.reset()
-    engine.reset_stats()
-
-
-def set_realtime(priority: int, what: str) -> tuple[int, Any] | None:
-    """SCHED_FIFO for the calling thread (Linux applies it per thread); warns when not permitted.
-
-    Returns the previous (policy, param) to restore, or None when nothing changed.
-    """
-    if priority <= 0:
-        return None
-    try:
-        previous = (os.sched_getscheduler(0), os.sched_getparam(0))
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
-    except (OSError, AttributeError) as e:
-        log.warning(
-            "cannot run the %s at realtime priority %d (%s): running at normal priority; allow it with "
-            "LimitRTPRIO=%d in the systemd unit or an rtprio limit in /etc/security/limits.d/",
-            what, priority, e, priority,
-        )
-        return None
-    return previous
-
-
 def make_processor(threading_mode: str, step: Process, period: int, delay: int, channels_in: int, channels_out: int):
     """``inline`` runs ``step`` in the audio loop; ``worker`` on a thread, ``delay`` periods behind."""
     if threading_mode == "worker":
@@ -390,8 +363,27 @@ def make_processor(threading_mode: str, step: Process, period: int, delay: int, 
 
 
 # ----------------------------------------------------------------------------
-# main
+# main: open -> build -> run -> summarize
 # ----------------------------------------------------------------------------
+@dataclass
+class LiveChain:
+    """What a live run puts between the PCMs and the instrument's engine.
+
+    ``engine_step`` (the control script by frames processed) -> ``[debug]``
+    fault injection -> per-block timing (``--profile``) -> ``processor``
+    (inline or on the worker).  ``step`` is the outermost of the first three.
+    """
+
+    engine_step: EngineStep
+    step: Process
+    processor: InlineProcessor | WorkerProcessor
+    recorder: Any = None  # the BlockRecorder with --profile
+    report_dir: Path | None = None  # where --profile writes its report
+
+    def close(self) -> None:
+        self.processor.close()
+
+
 def _setup_logging(level: str) -> None:
     root = logging.getLogger("wavae")
     root.setLevel(getattr(logging, level.upper()))
@@ -406,6 +398,7 @@ def _arg(args: Any, name: str) -> Any:
 
 
 def build_config(args: Any) -> DeviceConfig:
+    """The device config with the command line's overrides; ``--seconds`` checked."""
     cfg = load_config(args.config)
     cfg = with_overrides(
         cfg,
@@ -415,120 +408,105 @@ def build_config(args: Any) -> DeviceConfig:
         threads=_arg(args, "threads"),
         backend=_arg(args, "backend"),
     )
-    if cfg.bundle.path is None:
-        raise DeviceConfigError(f"{cfg.source}: no bundle: set bundle.path in the config or pass --bundle DIR")
     seconds = _arg(args, "seconds")
     if seconds is not None and not (seconds > 0):
         raise DeviceConfigError(f"--seconds: expected a positive number of seconds, got {seconds!r}")
     return cfg
 
 
-def apply_initial_controls(controls, cfg: DeviceConfig) -> None:
-    values = cfg.controls.as_dict()
-    bias = values.pop("bias", None)
-    if bias is not None:
-        if len(bias) > controls.latent_dim:
-            raise DeviceConfigError(
-                f"{cfg.source}: controls.bias: this bundle's latent has {controls.latent_dim} dimensions, "
-                f"the list has {len(bias)} values"
-            )
-        values["bias"] = list(bias) + [0.0] * (controls.latent_dim - len(bias))
-    if values:
-        controls.update(values)
+def instrument_spec(cfg: DeviceConfig, args: Any) -> InstrumentSpec:
+    """The config's instrument, with ``--set``, ``--controls`` and ``--resampler`` from the command line."""
+    script = _arg(args, "controls")
+    return InstrumentSpec.from_config(
+        cfg,
+        settings=parse_set(_arg(args, "set_controls") or []),
+        script=Path(script) if script else None,
+        resampler=_arg(args, "resampler") or "polyphase",
+    )
 
 
 def main_live(args: Any) -> int:
-    """Run the live ALSA loop (``wavae run --config``); returns the exit code."""
-    from .backends import make_backend
-    from .bundle import load_bundle
-    from .controls import ControlScript, Controls
-    from .engine import Engine
+    """Run the live ALSA loop (``wavae run --config``); returns the exit code.
 
+    open (config, PCMs) -> build (instrument, chain) -> run (until ``--seconds``
+    or a signal) -> summarize (log, ``--profile`` report, the JSON line).
+    """
     cfg = build_config(args)
+    spec = instrument_spec(cfg, args)
     _setup_logging(cfg.service.log_level)
-    a = cfg.audio
-
-    duplex = AlsaDuplex(a, cfg.service, source=cfg.source)
-    duplex.open()  # a missing PCM fails here, before the model is loaded
-    processor = backend = realtime = switch = recorder = None
-    try:
-        bundle = load_bundle(cfg.bundle.path)
-        # before the backend: threads created from here on inherit SCHED_FIFO (onnxruntime's
-        # intra-op pool when bundle.threads > 1, and the worker; the worker needs no rung
-        # below: it waits on a queue, and the audio thread never waits on it)
-        realtime = set_realtime(cfg.service.realtime_priority, "audio thread")
-        backend = make_backend(bundle, kind=cfg.bundle.backend, threads=cfg.bundle.threads)
-        controls = Controls(bundle.latent_dim)
-        apply_initial_controls(controls, cfg)
-        if _arg(args, "set_controls"):  # --set NAME=VALUE wins over [controls]
-            from .cli_run import parse_set
-
-            controls.update(parse_set(args.set_controls))
-        script = ControlScript.load(args.controls, controls) if _arg(args, "controls") else None
-        engine_period = a.period_size
-        engine = Engine(
-            bundle,
-            backend,
-            device_rate=a.rate,
-            period=engine_period,
-            channels_in=a.channels_in,
-            channels_out=a.channels_out,
-            controls=controls,
-            resampler=_arg(args, "resampler") or "polyphase",
-        )
-        warm_up(engine, bundle.block * a.rate / bundle.sample_rate)
-        engine_step = EngineStep(engine, controls, script, a.rate, engine_period)
-        step: Process = engine_step
-        d = cfg.debug
-        if d.stall_ms > 0 or d.slow_every > 0:
-            step = FaultInjector(step, d, a.rate, engine_period)
-        if _arg(args, "profile"):
-            from .profile import BlockRecorder, TimedStep
-            from .report import prepare_dir
-
-            report_dir = prepare_dir(_arg(args, "report") or "profile-report")  # fail now, not at exit
-            recorder = BlockRecorder.for_engine(engine)  # deadline: one engine period; ring: the last 10 min
-            step = TimedStep(step, recorder)  # O(1), no allocation per call
-        switch = sys.getswitchinterval()
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
-        delay = worker_delay(bundle.block, bundle.sample_rate, a.rate, a.period_size)
-        processor = make_processor(a.threading, step, a.period_size, delay, a.channels_in, a.channels_out)
-
-        latency = _latency_report(engine, duplex, processor, a.rate)
-        log.info(
-            "live: %s -> %s at %d Hz, period %d x %d (%s), threading %s; latency %.1f ms",
-            a.capture, a.playback, a.rate, a.period_size, a.periods, a.format, a.threading,
-            latency["total_ms"],
-        )
-        seconds = _arg(args, "seconds")
-        max_frames = int(round(seconds * a.rate)) if seconds is not None else None
-
-        previous = _install_signal_handlers(duplex)
-        try:
-            stats = duplex.run(processor, max_frames=max_frames, on_reopen=processor.reset)
-        finally:
-            _restore_signal_handlers(previous)
+    seconds = _arg(args, "seconds")
+    max_frames = int(round(seconds * cfg.audio.rate)) if seconds is not None else None
+    report = (_arg(args, "report") or "profile-report") if _arg(args, "profile") else None
+    with contextlib.ExitStack() as stack:  # closes, last first: the chain, the instrument, the PCMs
+        duplex = AlsaDuplex(cfg.audio, cfg.service, source=cfg.source)
+        duplex.open()  # a missing PCM fails here, before the model is loaded
+        stack.callback(duplex.close, drain=False)
+        inst = stack.enter_context(Instrument.open(spec))
+        chain = build_chain(inst, cfg, report)
+        stack.callback(chain.close)
+        latency = _latency_report(inst.engine, duplex, chain.processor, cfg.audio.rate)
+        stats = run_chain(duplex, chain, cfg, latency, max_frames)
         duplex.close(drain=True)
-    finally:
-        if processor is not None:
-            processor.close()
-        duplex.close(drain=False)
-        if backend is not None:
-            backend.close()
-        if realtime is not None:
-            os.sched_setscheduler(0, *realtime)
-        if switch is not None:
-            sys.setswitchinterval(switch)
+    summary = summarize(cfg, inst, chain, stats, latency)
+    print(json.dumps(summary), flush=True)
+    return 0
 
-    summary: dict[str, Any] = {"event": "live_summary", "threading": a.threading, "realtime": realtime is not None}
+
+def build_chain(inst: Instrument, cfg: DeviceConfig, report: str | None = None) -> LiveChain:
+    """The processing chain for ``inst`` under ``cfg``; ``report``: profile into this folder."""
+    a = cfg.audio
+    engine = inst.engine
+    engine_step = EngineStep(engine, inst.controls, inst.script, a.rate, a.period_size)
+    step: Process = engine_step
+    d = cfg.debug
+    if d.stall_ms > 0 or d.slow_every > 0:
+        step = FaultInjector(step, d, a.rate, a.period_size)
+    recorder = report_dir = None
+    if report is not None:
+        from .profile import BlockRecorder, TimedStep
+        from .report import prepare_dir
+
+        report_dir = prepare_dir(report)  # fail now, not at exit
+        recorder = BlockRecorder.for_engine(engine)  # deadline: one engine period; ring: the last 10 min
+        step = TimedStep(step, recorder)  # O(1), no allocation per call
+    delay = worker_delay(inst.bundle.block, inst.bundle.sample_rate, a.rate, a.period_size)
+    processor = make_processor(a.threading, step, a.period_size, delay, a.channels_in, a.channels_out)
+    return LiveChain(engine_step, step, processor, recorder, report_dir)
+
+
+def run_chain(duplex: AlsaDuplex, chain: LiveChain, cfg: DeviceConfig, latency: dict[str, Any],
+              max_frames: int | None) -> IOStats:
+    """Play until ``max_frames`` frames went through or SIGINT/SIGTERM; the GIL hands over every 1 ms meanwhile."""
+    a = cfg.audio
+    log.info(
+        "live: %s -> %s at %d Hz, period %d x %d (%s), threading %s; latency %.1f ms",
+        a.capture, a.playback, a.rate, a.period_size, a.periods, a.format, a.threading,
+        latency["total_ms"],
+    )
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    previous = _install_signal_handlers(duplex)
+    try:
+        return duplex.run(chain.processor, max_frames=max_frames, on_reopen=chain.processor.reset)
+    finally:
+        _restore_signal_handlers(previous)
+        sys.setswitchinterval(switch)
+
+
+def summarize(cfg: DeviceConfig, inst: Instrument, chain: LiveChain, stats: IOStats,
+              latency: dict[str, Any]) -> dict[str, Any]:
+    """Log how the run went and return the summary; with ``--profile``, write the report and add its path."""
+    a, engine, processor = cfg.audio, inst.engine, chain.processor
+    summary: dict[str, Any] = {"event": "live_summary", "threading": a.threading, "realtime": inst.realtime}
     summary.update(stats.as_dict())
     summary["late_periods"] = processor.late_periods
     summary["dropped_periods"] = processor.dropped_periods
     summary["latency"] = latency
     summary["engine_timing"] = engine.timing()
     summary["engine_stats"] = dict(engine.stats)
-    summary["stalls_injected"] = getattr(step, "stalls", 0)
-    summary["script_overrides"] = engine_step.schedule.overrides if engine_step.schedule is not None else 0
+    summary["stalls_injected"] = getattr(chain.step, "stalls", 0)
+    schedule = chain.engine_step.schedule
+    summary["script_overrides"] = schedule.overrides if schedule is not None else 0
     level = logging.WARNING if stats.xruns or stats.device_lost or processor.late_periods else logging.INFO
     log.log(
         level,
@@ -537,23 +515,18 @@ def main_live(args: Any) -> int:
         stats.frames / a.rate, stats.wall_s, stats.xruns, stats.xruns_capture, stats.xruns_playback,
         stats.xruns_unrecovered, processor.late_periods, stats.device_lost, stats.reopens,
     )
-    if _arg(args, "profile"):
-        t = summary["engine_timing"]
-        if t.get("blocks"):
-            log.info(
-                "per block (%d samples, %.2f ms): p50 %.3f ms, p99 %.3f ms, max %.3f ms, RTF %.3f over %d blocks",
-                engine.block, t["block_ms"], t["p50_ms"], t["p99_ms"], t["max_ms"], t["rtf_p50"], t["blocks"],
-            )
-    if recorder is not None:
+    if chain.recorder is not None:
+        line = timing_line(engine)
+        if line is not None:
+            log.info("%s", line)
         from .profile import write_report
 
         summary["profile_report"] = str(write_report(
-            recorder, report_dir, bundle=bundle, engine=engine, backend=cfg.bundle.backend,
+            chain.recorder, chain.report_dir, bundle=inst.bundle, engine=engine, backend=cfg.bundle.backend,
             threads=cfg.bundle.threads, periods=a.prefill_periods, xruns=stats.xruns,
             extra={"late_periods": processor.late_periods, **stats.as_dict()},
         ))
-    print(json.dumps(summary), flush=True)
-    return 0
+    return summary
 
 
 def _latency_report(engine, duplex: AlsaDuplex, processor, rate: int) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 
-from wavae.device.controls import ControlError, Controls, ControlScript
+from wavae.device.controls import ControlError, Controls, ControlScript, parse_set
 
 
 def test_snapshot_is_immutable_and_replaced_on_set():
@@ -45,6 +45,17 @@ def test_values_are_normalised_and_validated():
         with pytest.raises(ControlError, match=match):
             c.set(name, value)
     assert c.snapshot is s  # a refused set changes nothing
+
+
+def test_parse_set_reads_json_values_and_keeps_bare_words():
+    values = parse_set(["feedback_gain=0.4", " bias.1 =-2", "freeze=true", "loudness_source=manual", "bias=[1, 2]"])
+    assert values == {"feedback_gain": 0.4, "bias.1": -2, "freeze": True, "loudness_source": "manual",
+                      "bias": [1, 2]}
+    c = Controls(2)
+    c.update(values)  # what --set hands to the controls, checked there
+    assert c.snapshot.bias == (1.0, 2.0) and c.snapshot.loudness_source == "manual"
+    with pytest.raises(ControlError, match="--set takes NAME=VALUE, got 'feedback_gain'"):
+        parse_set(["feedback_gain"])
 
 
 def test_update_is_atomic_for_a_lock_free_reader():
