@@ -51,7 +51,7 @@ def test_a_writer_that_fails_leaves_the_old_file(tmp_path):
 
 
 def test_a_writer_writes_in_blocks(tmp_path):
-    out = tmp_path / "deep" / "o.flac"
+    out = tmp_path / "o.flac"
     with AudioWriter(out, 16000, 1, subtype="PCM_16") as w:
         for _ in range(4):
             w.write(np.full((1000, 1), 0.25, np.float32))

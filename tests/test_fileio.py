@@ -72,8 +72,10 @@ def test_an_output_that_is_the_input_is_refused_even_through_a_link(tmp_path):
     assert same_file(src, link)
 
 
-def test_an_output_folder_is_refused_and_missing_parents_are_made(tmp_path):
+def test_an_output_folder_or_a_missing_folder_is_refused(tmp_path):
     with pytest.raises(PathError, match="is a folder"):
         output_file(tmp_path)
-    out = output_file(tmp_path / "new" / "deeper" / "o.wav")
-    assert out.parent.is_dir()
+    with pytest.raises(PathError, match="does not exist; create it"):
+        output_file(tmp_path / "new" / "o.wav")
+    assert not (tmp_path / "new").exists()
+    assert output_file(tmp_path / "o.wav") == tmp_path / "o.wav"

@@ -50,19 +50,16 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 
 def output_file(path: str | os.PathLike, inputs: tuple[str | os.PathLike, ...] = (),
                 what: str = "output") -> Path:
-    """``path`` as a file to write: not a folder, not one of ``inputs``.
-
-    Missing parent folders are created (an output's folder is the user's to
-    name); a parent that is a file, or that cannot be made, is a clear error.
-    """
+    """``path`` as a file to write: not a folder, not one of ``inputs``, in a
+    folder that exists (a typo in a folder name is an error, not a new folder)."""
     p = Path(path)
     if p.is_dir():
         raise PathError(f"{what} {p} is a folder; give a file name")
     for inp in inputs:
         if same_file(inp, p):
             raise PathError(f"{what} {p} is the input {inp}: choose another file, the input is kept")
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise PathError(f"cannot create the folder for {what} {p}: {e.strerror or e}") from e
+    parent = p.parent
+    if not parent.is_dir():
+        problem = "is a file" if parent.exists() else "does not exist"
+        raise PathError(f"the folder of {what} {p} {problem}; create it or choose another output path")
     return p
