@@ -14,6 +14,7 @@ import soundfile as sf
 import torch
 
 from wavae.train.checkpoint import RunError, load_run
+from wavae.train.cli_train import parse_overrides
 from wavae.train.config import ConfigError, from_dict, resolve
 from wavae.train.data import ChunkCache
 from wavae.train.loudness import grad_reverse
@@ -302,3 +303,17 @@ def test_reconstruct_resamples_and_downmixes_in_blocks(tmp_path, trained_tiny_ru
     ref = reconstruct(model, load_audio(src, 16000))
     assert len(ref) == len(y)
     assert np.abs(ref[64:-64] - y[64:-64]).max() < 1e-3
+
+
+def test_float_settings_refuse_nan_and_inf_by_name():
+    for raw in ("NaN", "Infinity", "-Infinity"):
+        with pytest.raises(ConfigError, match=r"train.lr must be a finite number"):
+            resolve("tiny", parse_overrides([f"train.lr={raw}"]))
+    with pytest.raises(ConfigError, match=r"every entry of train.betas must be a finite number"):
+        resolve("tiny", parse_overrides(["train.betas=[0.5, NaN]"]))
+
+
+def test_resume_refuses_another_preset(tmp_path, trained_tiny_run, audio_dir):
+    r = subprocess.run(WAVAE + ["train", "--preset", "wavae", "--resume", "--out", str(trained_tiny_run),
+                                "--data", str(audio_dir)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 1 and "trained with the 'tiny' preset" in r.stderr and "Traceback" not in r.stderr
