@@ -14,6 +14,7 @@ import soundfile as sf
 import torch
 
 from wavae.train.checkpoint import RunError, load_run
+from wavae.train.cli_train import parse_overrides
 from wavae.train.config import ConfigError, from_dict, resolve
 from wavae.train.data import ChunkCache
 from wavae.train.loudness import grad_reverse
@@ -248,3 +249,71 @@ def test_reconstruct_refuses_bad_output_paths(tmp_path, trained_tiny_run, audio_
         r = subprocess.run(WAVAE + ["reconstruct", str(trained_tiny_run), str(src), str(out)],
                            capture_output=True, text=True, cwd=ROOT)
         assert r.returncode == 1 and msg in r.stderr and "Traceback" not in r.stderr
+
+
+def test_reconstruct_keeps_the_input_and_handles_tiny_and_odd_inputs(tmp_path, trained_tiny_run):
+    def wavae(*a):
+        return subprocess.run(WAVAE + ["reconstruct", *map(str, a)], capture_output=True, text=True, cwd=ROOT)
+
+    src = tmp_path / "x.wav"
+    sf.write(src, np.full(4800, 0.1, np.float32), 48000)
+    before = src.read_bytes()
+    link = tmp_path / "link.wav"
+    link.symlink_to(src)
+    for out in (src, link):
+        r = wavae(trained_tiny_run, src, out)
+        assert r.returncode == 1 and "is the input" in r.stderr and "Traceback" not in r.stderr
+    assert src.read_bytes() == before
+
+    one = tmp_path / "one.wav"
+    sf.write(one, np.array([0.1], np.float32), 16000)
+    for extra in ([], ["--streaming"]):
+        r = wavae(trained_tiny_run, one, tmp_path / "o.wav", *extra)
+        assert r.returncode == 0, r.stderr
+        y, sr = sf.read(tmp_path / "o.wav")
+        assert sr == 16000 and len(y) == 1 and np.isfinite(y).all()
+    sf.write(one, np.array([0.1], np.float32), 48000)  # a third of a sample at 16 kHz
+    r = wavae(trained_tiny_run, one, tmp_path / "o.wav")
+    assert r.returncode == 1 and "too short" in r.stderr and "Traceback" not in r.stderr
+
+    for bad, msg in ((["--block", "0"], "not a positive multiple"),):
+        r = wavae(trained_tiny_run, src, tmp_path / "o2.wav", "--streaming", *bad)
+        assert r.returncode == 1 and msg in r.stderr
+    r = wavae(src, src, tmp_path / "o3.wav")  # a file given as the run
+    assert r.returncode == 1 and "is a file; give a folder" in r.stderr
+    r = wavae(trained_tiny_run, tmp_path, tmp_path / "o3.wav")  # a folder given as the input
+    assert r.returncode == 1 and "is a folder; give a file" in r.stderr
+    r = wavae(trained_tiny_run, src, tmp_path)  # a folder given as the output
+    assert r.returncode == 1 and "is a folder; give a file name" in r.stderr
+
+
+def test_reconstruct_resamples_and_downmixes_in_blocks(tmp_path, trained_tiny_run):
+    from wavae.train.checkpoint import load_run
+    from wavae.train.cli_reconstruct import reconstruct, reconstruct_file
+    from wavae.train.data import load_audio
+
+    src = tmp_path / "st.wav"
+    rng = np.random.default_rng(1)
+    sf.write(src, (0.1 * rng.standard_normal((48000 * 3 + 5, 2))).astype(np.float32), 48000)
+    _, model, _ = load_run(trained_tiny_run, require_vocoder=True)
+    n_in, n_out = reconstruct_file(model, src, tmp_path / "o.wav", block=model.frame * 4, progress=False)
+    y, sr = sf.read(tmp_path / "o.wav", dtype="float32")
+    assert sr == 16000 and len(y) == n_out == round(n_in / 3)
+    # the same as resampling the whole file and rendering it at once
+    ref = reconstruct(model, load_audio(src, 16000))
+    assert len(ref) == len(y)
+    assert np.abs(ref[64:-64] - y[64:-64]).max() < 1e-3
+
+
+def test_float_settings_refuse_nan_and_inf_by_name():
+    for raw in ("NaN", "Infinity", "-Infinity"):
+        with pytest.raises(ConfigError, match=r"train.lr must be a finite number"):
+            resolve("tiny", parse_overrides([f"train.lr={raw}"]))
+    with pytest.raises(ConfigError, match=r"every entry of train.betas must be a finite number"):
+        resolve("tiny", parse_overrides(["train.betas=[0.5, NaN]"]))
+
+
+def test_resume_refuses_another_preset(tmp_path, trained_tiny_run, audio_dir):
+    r = subprocess.run(WAVAE + ["train", "--preset", "wavae", "--resume", "--out", str(trained_tiny_run),
+                                "--data", str(audio_dir)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 1 and "trained with the 'tiny' preset" in r.stderr and "Traceback" not in r.stderr

@@ -18,7 +18,8 @@ from .config import PRESETS, ConfigError, resolve
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="wavae", choices=sorted(PRESETS), help="config preset (default: wavae)")
+    p.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                   help="config preset (default: wavae); a resumed run keeps its own")
     p.add_argument("--data", required=True, help="folder of audio (wav, flac, ogg, mp3)")
     p.add_argument("--out", required=True, help="run directory (config, checkpoint, tensorboard logs)")
     p.add_argument("--stage", default="all", choices=["vae", "vocoder", "all"])
@@ -71,13 +72,18 @@ def main(args: argparse.Namespace) -> int:
         cfg = read_config(run)
         if args.set or args.batch is not None:
             raise ConfigError("--resume continues a run with its saved config; drop --set/--batch")
+        if args.preset is not None and args.preset != cfg.name:
+            raise ConfigError(
+                f"{run} was trained with the {cfg.name!r} preset and --resume keeps it; drop --preset "
+                f"{args.preset}, or start a new run in another --out"
+            )
     else:
         if (run / CHECKPOINT).exists():
             raise WavaeError(f"{run} already holds a run; continue it with --resume or choose another --out")
         overrides = parse_overrides(args.set)
         if args.batch is not None:
             overrides.setdefault("train", {})["batch"] = args.batch
-        cfg = resolve(args.preset, overrides)
+        cfg = resolve(args.preset or "wavae", overrides)
     steps = args.steps if args.steps is not None else DEFAULT_STEPS.get(cfg.name, 1000)
     if steps <= 0:
         raise ConfigError("--steps must be positive")

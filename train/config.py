@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -193,9 +194,14 @@ def from_dict(d: dict[str, Any]) -> Config:
 
 
 def _coerce(name: str, value: Any, default: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
     if isinstance(default, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{name} must be a list, got {value!r}")
+        for v in value:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"every entry of {name} must be a finite number, got {list(value)}")
         return tuple(value)
     if isinstance(default, bool):
         if not isinstance(value, bool):
