@@ -26,12 +26,14 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from wavae.errors import WavaeError
+from wavae.progress import Progress
 
-from .audio_file import read_wav, write_wav_atomic
+from .audio_file import AudioReader, AudioWriter
 from .controls import parse_set
 from .instrument import Instrument, InstrumentSpec, timing_line
 from .live import main_live
@@ -69,8 +71,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --profile in live mode: where the report goes (default ./profile-report)")
 
 
+FILE_ONLY = ("input", "output", "keep_latency")
+LIVE_ONLY = ("capture", "playback", "seconds")
+
+
+def _flags(args: argparse.Namespace, names: tuple[str, ...]) -> list[str]:
+    return ["--" + n.replace("_", "-") for n in names if getattr(args, n) not in (None, False)]
+
+
 def main(args: argparse.Namespace) -> int:
+    if args.report is not None and not args.profile:
+        raise WavaeError("--report says where the --profile report goes: add --profile, or drop --report")
     if args.config:
+        stray = _flags(args, FILE_ONLY)
+        if stray:
+            raise WavaeError(f"{', '.join(stray)} belong to file mode, but --config runs the live loop: "
+                             f"drop --config to render a file, or drop {', '.join(stray)}")
         return int(main_live(args) or 0)
     if not args.input and not args.output:
         raise WavaeError(
@@ -80,8 +96,9 @@ def main(args: argparse.Namespace) -> int:
     for name in ("bundle", "input", "output"):
         if not getattr(args, name):
             raise WavaeError(f"file mode needs --{name} (wavae run --bundle B --input IN.wav --output OUT.wav)")
-    if args.capture or args.playback or args.seconds is not None:
-        raise WavaeError("--capture, --playback and --seconds belong to the live loop: add --config DEVICE.toml")
+    stray = _flags(args, LIVE_ONLY)
+    if stray:
+        raise WavaeError(f"{', '.join(stray)} belong to the live loop: add --config DEVICE.toml")
     return run_file(args)
 
 
@@ -102,55 +119,96 @@ def file_spec(args: argparse.Namespace, rate: int, channels: int) -> InstrumentS
 
 
 def run_file(args: argparse.Namespace) -> int:
-    audio, rate = read_wav(args.input)
-    n, channels = audio.shape
-    with Instrument.open(file_spec(args, rate, channels)) as inst:
-        y, wall = render(inst, audio, keep_latency=args.keep_latency)
-        write_wav_atomic(args.output, y, rate)
-        lat = inst.engine.latency()
-        print(
-            f"wrote {args.output}: {n / rate:.2f} s at {rate} Hz, {channels} channel(s); "
-            f"{inst.backend.describe()}; engine latency {lat['total_ms']:.1f} ms "
-            f"(resampler {lat['resampler_ms']:.1f}, algorithmic {lat['algorithmic_ms']:.1f}, "
-            f"buffering {lat['buffering_ms']:.1f}); rendered in {wall:.2f} s "
-            f"({n / rate / max(wall, 1e-9):.1f}x real time)"
-        )
-        st = inst.engine.stats
-        if st["nan_resets"]:
-            print(f"warning: the NaN guard muted and reset the model {st['nan_resets']} time(s)", file=sys.stderr)
-        if args.profile:
-            line = timing_line(inst.engine)
-            if line is not None:
-                print(line)
+    with AudioReader(args.input) as reader:
+        n, rate, channels = reader.frames, reader.rate, reader.channels
+        if reader.truncated_frames:
+            print(f"warning: {args.input} is cut short: its header promises {reader.truncated_frames} more "
+                  f"frames ({reader.truncated_frames / rate:.2f} s) than it holds; rendering what is there",
+                  file=sys.stderr)
+        AudioWriter(args.output, rate, channels, inputs=(args.input,))  # a bad output fails before the model loads
+        with Instrument.open(file_spec(args, rate, channels)) as inst, \
+                AudioWriter(args.output, rate, channels, inputs=(args.input,)) as writer:
+            wall = render_stream(inst, reader.read, n, writer.write, keep_latency=args.keep_latency,
+                                 progress="wavae run")
+            lat = inst.engine.latency()
+            print(
+                f"wrote {args.output}: {n / rate:.2f} s at {rate} Hz, {channels} channel(s); "
+                f"{inst.backend.describe()}; engine latency {lat['total_ms']:.1f} ms "
+                f"(resampler {lat['resampler_ms']:.1f}, algorithmic {lat['algorithmic_ms']:.1f}, "
+                f"buffering {lat['buffering_ms']:.1f}); rendered in {wall:.2f} s "
+                f"({n / rate / max(wall, 1e-9):.1f}x real time)"
+            )
+            st = inst.engine.stats
+            if st["nan_resets"]:
+                print(f"warning: the NaN guard muted and reset the model {st['nan_resets']} time(s)",
+                      file=sys.stderr)
+            if args.profile:
+                line = timing_line(inst.engine)
+                if line is not None:
+                    print(line)
     return 0
 
 
-def render(inst: Instrument, audio: np.ndarray, keep_latency: bool = False) -> tuple[np.ndarray, float]:
-    """Run ``audio`` [frames, channels] through the instrument, period by period, as the live loop would.
+CHUNK_PERIODS = 64  # periods read and written per file access: few syscalls, a few hundred kB at most
 
-    Returns the output (same shape; aligned with the input unless
-    ``keep_latency``) and the wall time it took.  The control script applies
-    by audio frames processed, exactly as live.
+
+def render_stream(inst: Instrument, read: Callable[[int], np.ndarray], n: int,
+                  write: Callable[[np.ndarray], None], keep_latency: bool = False,
+                  progress: str | None = None) -> float:
+    """Run ``n`` input frames through the instrument, period by period, as the live loop would.
+
+    ``read(k)`` returns up to ``k`` frames ``[k, channels]`` (fewer at the
+    end); ``write(y)`` receives the output in order, ``n`` frames in all,
+    aligned with the input unless ``keep_latency``.  Memory is a few chunks,
+    whatever ``n``.  The control script applies by audio frames processed,
+    exactly as live.  Returns the wall time.
     """
     engine, controls, script = inst.engine, inst.controls, inst.script
     period, rate = engine.period, engine.device_rate
-    n, channels = audio.shape
-    delay = 0 if keep_latency else engine.prefill
-    calls = -(-(n + delay) // period)
-    x = np.zeros((calls * period, channels), np.float32)
-    x[:n] = audio
-    y = np.zeros_like(x)
+    channels = engine.channels_in
+    skip = 0 if keep_latency else engine.prefill  # output frames that precede the input's first
+    calls = -(-(n + skip) // period)
+    chunk = period * CHUNK_PERIODS
+    x = np.zeros((chunk, channels), np.float32)
+    y = np.zeros((chunk, engine.channels_out), np.float32)
+    left = n  # output frames still owed
     t0 = time.perf_counter()
-    try:
-        from tqdm import tqdm
+    with Progress(n / rate, progress or "", "audio s", enabled=progress is not None) as bar:
+        for c0 in range(0, calls, CHUNK_PERIODS):
+            k = min(CHUNK_PERIODS, calls - c0)
+            got = read(k * period) if c0 * period < n else x[:0]
+            m = got.shape[0]
+            x[:m] = got
+            x[m : k * period] = 0.0
+            for j in range(k):
+                i = j * period
+                if script is not None:
+                    script.apply(controls, (c0 + j) * period, period, rate)
+                engine.process(x[i : i + period], out=y[i : i + period])
+            start = min(skip, k * period)
+            skip -= start
+            take = min(k * period - start, left)
+            if take > 0:
+                write(y[start : start + take])
+                left -= take
+            bar.update(min(k * period, max(0, n - c0 * period)) / rate)
+    return time.perf_counter() - t0
 
-        it = tqdm(range(calls), desc="wavae run", unit="period", disable=None, leave=False)
-    except ImportError:  # tqdm is a dependency; the loop does not need it
-        it = range(calls)
-    for k in it:
-        i = k * period
-        if script is not None:
-            script.apply(controls, i, period, rate)
-        engine.process(x[i : i + period], out=y[i : i + period])
-    wall = time.perf_counter() - t0
-    return y[delay : delay + n], wall
+
+def render(inst: Instrument, audio: np.ndarray, keep_latency: bool = False) -> tuple[np.ndarray, float]:
+    """``render_stream`` over an array in memory: [frames, channels] in, the same shape out."""
+    n = audio.shape[0]
+    out = np.zeros((n, inst.engine.channels_out), np.float32)
+    pos = {"r": 0, "w": 0}
+
+    def read(k: int) -> np.ndarray:
+        block = audio[pos["r"] : pos["r"] + k]
+        pos["r"] += block.shape[0]
+        return block
+
+    def write(block: np.ndarray) -> None:
+        out[pos["w"] : pos["w"] + block.shape[0]] = block
+        pos["w"] += block.shape[0]
+
+    wall = render_stream(inst, read, n, write, keep_latency)
+    return out, wall
