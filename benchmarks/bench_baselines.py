@@ -44,17 +44,12 @@ from pathlib import Path
 
 import numpy as np
 
-from wavae.device.profile import cpu_name
+from wavae.device.machine import cpu_name
+from wavae.signals import harmonic_notes as notes
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "benchmarks" / "profile.md"
 PRESETS = [("wavae", 512), ("lowlatency", 128)]
-
-
-def notes(seconds: float, sr: int, seed: int = 0) -> np.ndarray:
-    from wavae.device.profile import music_signal
-
-    return music_signal(sr, seconds, seed)
 
 
 def receptive_field(model, sr: int, frame: int) -> tuple[int, int]:

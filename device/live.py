@@ -483,7 +483,7 @@ def main_live(args: Any) -> int:
         if d.stall_ms > 0 or d.slow_every > 0:
             step = FaultInjector(step, d, a.rate, engine_period)
         if _arg(args, "profile"):
-            from .profile import BlockRecorder, TimedStep
+            from .timing import BlockRecorder, TimedStep
             from .report import prepare_dir
 
             report_dir = prepare_dir(_arg(args, "report") or "profile-report")  # fail now, not at exit
@@ -549,7 +549,7 @@ def main_live(args: Any) -> int:
 
         summary["profile_report"] = str(write_report(
             recorder, report_dir, bundle=bundle, engine=engine, backend=cfg.bundle.backend,
-            threads=cfg.bundle.threads, periods=a.prefill_periods, xruns=stats.xruns,
+            threads=cfg.bundle.threads, prefill_periods=a.prefill_periods, xruns=stats.xruns,
             extra={"late_periods": processor.late_periods, **stats.as_dict()},
         ))
     print(json.dumps(summary), flush=True)
