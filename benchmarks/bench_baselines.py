@@ -364,6 +364,11 @@ def write_doc(path: Path, results: list[dict], profiles: list[tuple[str, dict, s
                  "gave the same error to 0.3 ms), and a pure delay is measured to the sample "
                  "(tests/test_profile.py).")
         L.append("")
+        L.append("Why slim widths: the full `lowlatency` preset (11 M parameters) needs minutes of training "
+                 "before its output follows its input's onsets; trained 30 + 30 steps (19 s here) it still "
+                 "answered about 90 ms late, where the slim widths train in about 10 s (tests/test_profile.py, "
+                 "measured once when that test was written).")
+        L.append("")
     if profiles:
         L += ["## `wavae profile` of the two presets", ""]
         L.append("`wavae profile --bundle B [B-int8] --threads 1 2 --period 256 --seconds "

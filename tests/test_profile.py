@@ -57,9 +57,9 @@ def lowlatency_trained_bundle(audio_dir, tmp_path_factory) -> Path:
     from wavae.train.trainer import Trainer
 
     torch.set_num_threads(1)
-    # the `lowlatency` preset's timing with `tiny`'s widths: the full preset (11 M parameters)
-    # needs minutes of training before its output follows its input's onsets (30 + 30 steps took
-    # 19 s here and answered ~90 ms late); this one trains in ~10 s
+    # the `lowlatency` preset's timing with `tiny`'s widths: the full preset needs minutes of
+    # training before its output follows its input's onsets; this one trains in seconds
+    # (figures in docs/benchmarks/profile.md)
     cfg = resolve("lowlatency-tiny")
     full = resolve("lowlatency")
     # the latency-defining parts are the preset's own
