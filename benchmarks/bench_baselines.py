@@ -44,17 +44,12 @@ from pathlib import Path
 
 import numpy as np
 
-from wavae.device.profile import cpu_name
+from wavae.device.machine import cpu_name
+from wavae.signals import harmonic_notes as notes
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "benchmarks" / "profile.md"
 PRESETS = [("wavae", 512), ("lowlatency", 128)]
-
-
-def notes(seconds: float, sr: int, seed: int = 0) -> np.ndarray:
-    from wavae.device.profile import music_signal
-
-    return music_signal(sr, seconds, seed)
 
 
 def receptive_field(model, sr: int, frame: int) -> tuple[int, int]:
@@ -368,6 +363,11 @@ def write_doc(path: Path, results: list[dict], profiles: list[tuple[str, dict, s
                  "across device rates and periods (48 kHz / 256, 48 kHz / 64, 44.1 kHz / 441, model rate / block "
                  "gave the same error to 0.3 ms), and a pure delay is measured to the sample "
                  "(tests/test_profile.py).")
+        L.append("")
+        L.append("Why slim widths: the full `lowlatency` preset (11 M parameters) needs minutes of training "
+                 "before its output follows its input's onsets; trained 30 + 30 steps (19 s here) it still "
+                 "answered about 90 ms late, where the slim widths train in about 10 s (tests/test_profile.py, "
+                 "measured once when that test was written).")
         L.append("")
     if profiles:
         L += ["## `wavae profile` of the two presets", ""]

@@ -32,7 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from wavae.device.profile import cpu_name  # noqa: E402
+from wavae.device.machine import cpu_name  # noqa: E402
 from wavae.signals import harmonic_notes as notes  # noqa: E402
 OUT = ROOT / "docs" / "benchmarks" / "device.md"
 CACHE = Path(os.environ.get("WAVAE_BENCH_CACHE", Path(tempfile.gettempdir()) / "wavae-bench-device"))

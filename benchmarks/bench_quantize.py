@@ -26,7 +26,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from wavae.device.profile import cpu_name  # noqa: E402
+from wavae.device.machine import cpu_name  # noqa: E402
 from wavae.signals import harmonic_notes as notes  # noqa: E402
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from wavae.device.profile import cpu_name  # noqa: E402
+from wavae.device.machine import cpu_name  # noqa: E402
 
 # the seed's default configuration, as measured on the original wavae code
 SEED_TOTAL_MACS = 4.8e9

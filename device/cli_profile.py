@@ -1,7 +1,7 @@
 """``wavae profile``: how fast, how late and how steady a bundle plays on this machine.
 
     wavae profile --bundle B [B ...] [--backend onnxruntime|tensorrt] [--threads N ...]
-                  [--block N ...] [--period P ...] [--device-rate R] [--periods N]
+                  [--block N ...] [--period P ...] [--device-rate R] [--prefill-periods N]
                   [--seconds S] [--onsets N] [--seed N] [--paced] [--input WAV]
                   --report DIR [--json]
 
@@ -12,7 +12,9 @@ bundles given (and names the `wavae export --block N` to run for a block none
 of them has); the ALSA period, at the device rate, is free (``--period``).
 
 Device code: no torch (``wavae.device.profile`` measures, ``wavae.device.report``
-writes; docs/profile.md documents the JSON).
+writes; docs/profile.md documents the JSON).  ``--prefill-periods`` is the
+device config's ``audio.prefill_periods`` (periods of playback queued ahead);
+an ALSA ring's size (``audio.periods``) does not enter the profile.
 """
 
 from __future__ import annotations
@@ -26,7 +28,12 @@ import importlib.util  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from .profile import DEFAULT_PERIODS, ProfileError  # noqa: E402
+import numpy as np  # noqa: E402
+import soundfile as sf  # noqa: E402
+
+from .backends.tensorrt import gpu_present  # noqa: E402
+from .profile import DEFAULT_PREFILL_PERIODS, profile  # noqa: E402
+from .report import ProfileError, prepare_dir, to_json, write_all  # noqa: E402
 
 BACKENDS = ("onnxruntime", "tensorrt")
 
@@ -65,9 +72,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="ALSA period size(s) in frames at the device rate (default 256)")
     p.add_argument("--device-rate", type=_positive_int, default=48000, metavar="R",
                    help="device (ALSA) sample rate in Hz (default 48000)")
-    p.add_argument("--periods", type=_positive_int, default=DEFAULT_PERIODS, metavar="N",
-                   help=f"ALSA periods queued for playback, for the latency budget (default {DEFAULT_PERIODS}, "
-                        f"audio.prefill_periods)")
+    p.add_argument("--prefill-periods", type=_positive_int, default=DEFAULT_PREFILL_PERIODS, metavar="N",
+                   help=f"periods of playback queued ahead (the live loop's pre-fill, audio.prefill_periods), "
+                        f"for the latency budget (default {DEFAULT_PREFILL_PERIODS})")
     p.add_argument("--seconds", type=_positive_float, default=10.0, metavar="S",
                    help="seconds of audio timed per configuration (default 10)")
     p.add_argument("--onsets", type=_positive_int, default=12, metavar="N",
@@ -87,14 +94,9 @@ def check_backend(kind: str) -> None:
     if kind != "tensorrt":
         return
     why = []
-    try:
-        from .backends.tensorrt import gpu_present
-    except ImportError:  # the backend module itself is absent
-        gpu_present = None
-    if gpu_present is not None:
-        ok, reason = gpu_present()
-        if not ok:
-            why.append(reason)
+    ok, reason = gpu_present()
+    if not ok:
+        why.append(reason)
     if importlib.util.find_spec("tensorrt") is None:
         why.append("the `tensorrt` Python module is not installed")
     if why:
@@ -107,9 +109,6 @@ def check_backend(kind: str) -> None:
 
 
 def _read_input(path: Path):
-    import numpy as np
-    import soundfile as sf
-
     try:
         x, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except (RuntimeError, OSError) as e:  # soundfile's errors are RuntimeErrors
@@ -149,10 +148,7 @@ def _summary_lines(report: dict) -> list[str]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from . import report as rep
-    from .profile import profile
-
-    report_dir = rep.prepare_dir(args.report)  # fail now, not after minutes of measuring
+    report_dir = prepare_dir(args.report)  # fail now, not after minutes of measuring
     check_backend(args.backend)
     input_audio = _read_input(args.input) if args.input is not None else None
     quiet = bool(args.json)
@@ -166,9 +162,9 @@ def main(args: argparse.Namespace) -> int:
         backend=args.backend,
         threads=args.threads,
         blocks=args.block,
-        periods_list=args.period,
+        period_sizes=args.period,
         device_rate=args.device_rate,
-        playback_periods=args.periods,
+        prefill_periods=args.prefill_periods,
         seconds=args.seconds,
         seed=args.seed,
         n_onsets=args.onsets,
@@ -178,9 +174,9 @@ def main(args: argparse.Namespace) -> int:
         progress=say,
         show_bar=sys.stderr.isatty() and not quiet,
     )
-    path = rep.write_all(result, series, report_dir)
+    path = write_all(result, series, report_dir)
     if args.json:
-        sys.stdout.write(rep.to_json(result))
+        sys.stdout.write(to_json(result))
     else:
         for line in _summary_lines(result):
             print(line)

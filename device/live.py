@@ -104,6 +104,9 @@ from .audio_io import AlsaDuplex, IOStats
 from .config import DebugConfig, DeviceConfig, DeviceConfigError, load_config, with_overrides
 from .controls import Controls, parse_set
 from .instrument import Instrument, InstrumentSpec, timing_line
+from .profile import write_report
+from .report import prepare_dir
+from .timing import BlockRecorder, TimedStep
 
 log = logging.getLogger("wavae.device.live")
 
@@ -463,9 +466,6 @@ def build_chain(inst: Instrument, cfg: DeviceConfig, report: str | None = None) 
         step = FaultInjector(step, d, a.rate, a.period_size)
     recorder = report_dir = None
     if report is not None:
-        from .profile import BlockRecorder, TimedStep
-        from .report import prepare_dir
-
         report_dir = prepare_dir(report)  # fail now, not at exit
         recorder = BlockRecorder.for_engine(engine)  # deadline: one engine period; ring: the last 10 min
         step = TimedStep(step, recorder)  # O(1), no allocation per call
@@ -519,11 +519,9 @@ def summarize(cfg: DeviceConfig, inst: Instrument, chain: LiveChain, stats: IOSt
         line = timing_line(engine)
         if line is not None:
             log.info("%s", line)
-        from .profile import write_report
-
         summary["profile_report"] = str(write_report(
             chain.recorder, chain.report_dir, bundle=inst.bundle, engine=engine, backend=cfg.bundle.backend,
-            threads=cfg.bundle.threads, periods=a.prefill_periods, xruns=stats.xruns,
+            threads=cfg.bundle.threads, prefill_periods=a.prefill_periods, xruns=stats.xruns,
             extra={"late_periods": processor.late_periods, **stats.as_dict()},
         ))
     return summary

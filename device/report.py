@@ -15,6 +15,13 @@ Agg backend; where it is missing the PNGs are skipped and the report says so in
 ``SCHEMA`` is the JSON schema as data: ``validate(report)`` lists every
 difference (missing key, unknown key, wrong type), and the tests hold the
 writer, the schema and docs/profile.md to each other.
+
+The offline profile (``wavae.device.profile.profile``) and the live run's
+report (``wavae.device.profile.write_report``) are put together by the same
+builders here (``build_report``, ``settings_section``, ``startup_section``,
+``resources_section``, ``config_section``), so both modes fill the same keys.
+This module is the bottom of the profiler: it imports nothing from the modules
+that measure (``timing``, ``latency``, ``profile``); they import from it.
 """
 
 from __future__ import annotations
@@ -30,9 +37,44 @@ from typing import Any
 
 import numpy as np
 
+from wavae.errors import WavaeError
 from wavae.fileio import atomic_write_bytes
 
-from .profile import SCHEMA_VERSION, TARGET_MS, ProfileError, _plain
+from .machine import clock_tick_s, machine_info, memory_mib, utc_now
+
+SCHEMA_VERSION = 2  # any change to a key or a type bumps it (docs/profile.md)
+TARGET_MS = 10.0  # the action-to-sound delay players cannot tell from zero
+
+
+class ProfileError(WavaeError, ValueError):
+    """A profile cannot run as asked (a block, backend, input or directory that does not fit)."""
+
+
+def json_ready(obj: Any) -> Any:
+    """A JSON-ready copy of ``obj``: numpy scalars to Python, tuples to lists,
+    dict keys to str, non-finite floats to None."""
+    if isinstance(obj, dict):
+        return {str(k): json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def json_ready_or_none(obj: Any) -> Any:
+    """``json_ready(obj)``, or None where ``obj`` is None or cannot be written as
+    JSON (an engine's counters of an unknown shape are left out, not fatal)."""
+    if obj is None:
+        return None
+    plain = json_ready(obj)
+    try:
+        json.dumps(plain)
+    except (TypeError, ValueError):
+        return None
+    return plain
 
 # ----------------------------------------------------------------------------
 # the schema, as data
@@ -149,7 +191,7 @@ BUDGET = {
     "total_ms": NUM,
     "target_ms": NUM,
     "within_target": bool,
-    "periods": int,
+    "prefill_periods": int,
     "period": int,
     "model_side_source": str,
 }
@@ -216,8 +258,8 @@ SCHEMA: dict[str, Any] = {
         "backend": OPT_STR,
         "threads": ListOf(int),
         "blocks": ListOf(int, nullable=True),
-        "periods": ListOf(int),
-        "playback_periods": int,
+        "period_sizes": ListOf(int),
+        "prefill_periods": int,
         "device_rate": OPT_INT,
         "seconds": NUM,
         "seed": OPT_INT,
@@ -333,6 +375,160 @@ def schema_keys(schema: Any = None, prefix: str = "") -> list[str]:
 
 
 # ----------------------------------------------------------------------------
+# builders: the offline profile and the live run fill the same keys through these
+# ----------------------------------------------------------------------------
+def settings_section(
+    *,
+    bundles: list[str],
+    backend: str | None,
+    threads: list[int],
+    blocks: list[int] | None,
+    period_sizes: list[int],
+    prefill_periods: int,
+    device_rate: int | None,
+    seconds: float,
+    seed: int | None,
+    onsets: int,
+    paced: bool,
+    input: str,
+    round_s: float | None,
+) -> dict[str, Any]:
+    """The report's ``settings``: what was asked (every key named, none defaulted)."""
+    return {
+        "bundles": [str(b) for b in bundles],
+        "backend": backend,
+        "threads": [int(t) for t in threads],
+        "blocks": [int(b) for b in blocks] if blocks else None,
+        "period_sizes": [int(p) for p in period_sizes],
+        "prefill_periods": int(prefill_periods),
+        "device_rate": int(device_rate) if device_rate is not None else None,
+        "seconds": float(seconds),
+        "seed": int(seed) if seed is not None else None,
+        "onsets": int(onsets),
+        "paced": bool(paced),
+        "input": input,
+        "round_s": float(round_s) if round_s is not None else None,
+    }
+
+
+def startup_section(
+    process_to_first_block_s: float | None,
+    *,
+    import_to_first_block_s: float | None = None,
+    load_s: float | None = None,
+    first_block_ms: float | None = None,
+    config: str | None = None,
+) -> dict[str, Any]:
+    """The report's ``startup``, with the resolution of the process start time."""
+    return {
+        "clock_resolution_s": clock_tick_s(),
+        "process_to_first_block_s": process_to_first_block_s,
+        "import_to_first_block_s": import_to_first_block_s,
+        "load_s": load_s,
+        "first_block_ms": first_block_ms,
+        "config": config,
+    }
+
+
+def resources_section(rss_before_load_mib: float | None = None) -> dict[str, Any]:
+    """The report's ``resources``: RSS now and at its peak, read now."""
+    mem = memory_mib()
+    return {"rss_mib": mem["rss_mib"], "rss_peak_mib": mem["rss_peak_mib"], "rss_before_load_mib": rss_before_load_mib}
+
+
+def config_section(
+    description: dict[str, Any],
+    *,
+    engine: dict[str, Any],
+    latency: dict[str, Any],
+    budget: dict[str, Any] | None,
+    graph: dict[str, Any] | None = None,
+    load_s: float | None = None,
+    first_block_ms: float | None = None,
+    rss_delta_mib: float | None = None,
+    engine_stats: Any = None,
+) -> dict[str, Any]:
+    """One ``configs[]`` entry: a configuration's description (its id, bundle,
+    backend, block and period: ``ProfileConfig.describe()``) and its figures."""
+    return {
+        **description,
+        "load_s": load_s,
+        "first_block_ms": first_block_ms,
+        "rss_delta_mib": rss_delta_mib,
+        "engine": engine,
+        "graph": graph,
+        "latency": latency,
+        "budget": budget,
+        "engine_stats": json_ready_or_none(engine_stats),
+    }
+
+
+def comparisons(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Side-by-side ratios of ``configs[]`` entries (config time / reference time;
+    below 1 = faster).
+
+    For each configuration, its reference is the configuration that differs from
+    it in exactly one axis and has that axis at its first value: threads vs the
+    first thread count, bundle vs the first bundle (e.g. int8 vs fp32), period vs
+    the first period.
+    """
+    out: list[dict[str, Any]] = []
+    if not configs:
+        return out
+    axes = ("bundle", "threads", "period")
+    firsts = {a: configs[0][a] for a in axes}
+    for c in configs:
+        for a in axes:
+            if c[a] == firsts[a]:
+                continue
+            ref = next(
+                (r for r in configs if r[a] == firsts[a] and all(r[o] == c[o] for o in axes if o != a)),
+                None,
+            )
+            if ref is None:
+                continue
+            row = {"config": c["id"], "reference": ref["id"], "axis": a, "value": c[a], "reference_value": ref[a]}
+            for sec in ("graph", "engine"):
+                for stat in ("p50_ms", "p99_ms", "mean_ms"):
+                    num, den = c[sec][stat], ref[sec][stat]
+                    row[f"{sec}_{stat[:-3]}_ratio"] = (num / den) if (num is not None and den) else None
+            out.append(row)
+    return out
+
+
+def build_report(
+    *,
+    tool: str,
+    mode: str,
+    settings: dict[str, Any],
+    startup: dict[str, Any],
+    resources: dict[str, Any],
+    configs: list[dict[str, Any]],
+    warnings: list[str],
+    live: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The whole report (``SCHEMA``), stamped with the schema version, the time
+    and the machine; ``comparisons`` are derived from ``configs``."""
+    report: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "tool": tool,
+        "mode": mode,
+        "created": utc_now(),
+        "machine": machine_info(),
+        "settings": settings,
+        "startup": startup,
+        "resources": resources,
+        "configs": configs,
+        "comparisons": comparisons(configs),
+        "files": {},
+        "warnings": list(warnings),
+    }
+    if live is not None:
+        report["live"] = live
+    return report
+
+
+# ----------------------------------------------------------------------------
 # files
 # ----------------------------------------------------------------------------
 def prepare_dir(report_dir: str | Path) -> Path:
@@ -362,7 +558,7 @@ def _write(path: Path, data: bytes) -> None:
 
 
 def to_json(report: dict[str, Any]) -> str:
-    return json.dumps(_plain(report), indent=2, allow_nan=False) + "\n"
+    return json.dumps(json_ready(report), indent=2, allow_nan=False) + "\n"
 
 
 def write_timings(series: dict[str, dict[str, np.ndarray]], path: Path) -> None:
@@ -392,7 +588,7 @@ def write_all(report: dict[str, Any], series: dict[str, dict[str, np.ndarray]], 
     files["markdown"] = "report.md"
     files["json"] = "report.json"
     report["files"] = files
-    problems = validate(_plain(report))
+    problems = validate(json_ready(report))
     if problems:  # a bug in the writer, not in the user's input
         raise RuntimeError("bug: the profile report does not match its schema: " + "; ".join(problems[:5]))
     _write(d / "report.md", markdown(report).encode())
@@ -437,7 +633,7 @@ def markdown(report: dict[str, Any]) -> str:
         L.append(
             f"{s['seconds']:g} s of audio per configuration ({s['input']} input, "
             f"{'paced in real time' if s['paced'] else 'unpaced'}), device rate {s['device_rate']} Hz, "
-            f"{s['playback_periods']} playback periods, {s['onsets']} onsets for the latency, seed {s['seed']}. "
+            f"playback pre-filled with {s['prefill_periods']} periods, {s['onsets']} onsets for the latency, seed {s['seed']}. "
             f"Timings interleaved in rounds of {s['round_s']:g} s."
         )
     L.append("")
@@ -517,15 +713,15 @@ def markdown(report: dict[str, Any]) -> str:
                        f"{'within' if b['within_target'] else 'over'} {b['target_ms']:g} ms",
                        f"{_f(b['compute_p99_ms'])} of {_f(b['compute_budget_ms'])} ({fits})"])
     if b_rows:
-        L += _table(["id", "ALSA queue ((periods-1) x period) ms", "resampler ms", "algorithmic ms",
+        L += _table(["id", "ALSA queue ((prefill-1) x period) ms", "resampler ms", "algorithmic ms",
                      "engine FIFO ms", "round trip ms", "vs target", "compute p99 ms of budget"], b_rows)
         b0 = configs[0].get("budget") or {}
         if b0:
             L.append("")
-            L.append(f"ALSA buffering: {b0['periods']} period(s) of {b0['period']} frames queued for playback "
-                     f"(the live loop's pre-fill). The engine's figures (resampler + algorithmic + FIFO = its "
-                     f"declared total) include the period being captured. Compute p99 is the engine call's. "
-                     f"Model side: {b0['model_side_source']} figures.")
+            L.append(f"ALSA buffering: a pre-fill of {b0['prefill_periods']} period(s) of {b0['period']} frames "
+                     f"queued for playback (the live loop's `audio.prefill_periods`). The engine's figures "
+                     f"(resampler + algorithmic + FIFO = its declared total) include the period being captured. "
+                     f"Compute p99 is the engine call's. Model side: {b0['model_side_source']} figures.")
         L.append("")
     st, rs = report["startup"], report["resources"]
     L += ["## Resources", ""]
@@ -663,4 +859,8 @@ def write_plots(report: dict[str, Any], series: dict[str, dict[str, np.ndarray]]
     return out
 
 
-__all__ = ["SCHEMA", "SCHEMA_VERSION", "markdown", "prepare_dir", "schema_keys", "to_json", "validate", "write_all"]
+__all__ = [
+    "SCHEMA", "SCHEMA_VERSION", "TARGET_MS", "ProfileError", "build_report", "comparisons", "config_section",
+    "json_ready", "json_ready_or_none", "markdown", "prepare_dir", "resources_section", "schema_keys",
+    "settings_section", "startup_section", "to_json", "validate", "write_all",
+]

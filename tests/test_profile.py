@@ -17,16 +17,10 @@ import pytest
 from wavae.device.backends import make_backend
 from wavae.device.bundle import load_bundle
 from wavae.device.engine import Engine
-from wavae.device.profile import (
-    BlockRecorder,
-    TimedStep,
-    detect_latency,
-    measure_latency,
-    onset_signal,
-    summarize,
-    write_report,
-)
+from wavae.device.latency import detect_latency, measure_latency, onset_signal
+from wavae.device.profile import write_report
 from wavae.device.report import SCHEMA, schema_keys, validate
+from wavae.device.timing import BlockRecorder, TimedStep, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "profile.md"
@@ -63,9 +57,9 @@ def lowlatency_trained_bundle(audio_dir, tmp_path_factory) -> Path:
     from wavae.train.trainer import Trainer
 
     torch.set_num_threads(1)
-    # the `lowlatency` preset's timing with `tiny`'s widths: the full preset (11 M parameters)
-    # needs minutes of training before its output follows its input's onsets (30 + 30 steps took
-    # 19 s here and answered ~90 ms late); this one trains in ~10 s
+    # the `lowlatency` preset's timing with `tiny`'s widths: the full preset needs minutes of
+    # training before its output follows its input's onsets; this one trains in seconds
+    # (figures in docs/benchmarks/profile.md)
     cfg = resolve("lowlatency-tiny")
     full = resolve("lowlatency")
     # the latency-defining parts are the preset's own
@@ -95,7 +89,7 @@ def cli_report(tiny_trained_bundle, tmp_path_factory):
 # ----------------------------------------------------------------------------
 def test_json_report_has_the_documented_schema(cli_report):
     report, out = cli_report
-    assert report["schema_version"] == 1
+    assert report["schema_version"] == 2  # 2: the pre-fill and period-size keys renamed
     assert validate(report) == []
     assert json.loads((out / "report.json").read_text()) == report
     # every configuration asked for, with real figures
@@ -108,9 +102,9 @@ def test_json_report_has_the_documented_schema(cli_report):
         b = c["budget"]
         parts = ("alsa_buffering_ms", "resampler_ms", "algorithmic_ms", "engine_buffering_ms")
         assert b["total_ms"] == pytest.approx(sum(b[k] for k in parts))
-        # the round trip is the live loop's: engine total + (periods - 1) periods of queued playback
+        # the round trip is the live loop's: engine total + (prefill - 1) periods of queued playback
         assert b["total_ms"] == pytest.approx(
-            c["latency"]["declared"]["total_ms"] + 1e3 * (b["periods"] - 1) * b["period"] / c["device_rate"])
+            c["latency"]["declared"]["total_ms"] + 1e3 * (b["prefill_periods"] - 1) * b["period"] / c["device_rate"])
         assert b["compute_fits"] == (b["compute_p99_ms"] <= b["compute_budget_ms"])
     assert {r["axis"] for r in report["comparisons"]} == {"threads", "period"}
     assert report["startup"]["process_to_first_block_s"] > 0
@@ -119,7 +113,7 @@ def test_json_report_has_the_documented_schema(cli_report):
     doc = DOC.read_text()
     missing = [k for k in schema_keys() if f"`{k}`" not in doc]
     assert not missing, f"docs/profile.md does not document {missing}"
-    assert re.search(r'"schema_version":\s*1', doc)
+    assert re.search(r'"schema_version":\s*2', doc)
 
 
 def test_validate_names_a_departure_from_the_schema(cli_report):

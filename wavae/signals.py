@@ -8,9 +8,11 @@ import numpy as np
 
 def harmonic_notes(seconds: float, sr: int, seed: int = 0) -> np.ndarray:
     """Harmonic notes with random pitches and decaying envelopes, plus a little
-    noise, peak 0.5: enough structure for a model to learn from in seconds."""
+    noise, peak 0.5: enough structure for a model to learn from in seconds, and
+    the input ``wavae profile`` times on when no ``--input`` is given.  At least
+    one sample long."""
     rng = np.random.default_rng(seed)
-    n = int(seconds * sr)
+    n = max(1, int(seconds * sr))
     t = np.arange(n) / sr
     out = np.zeros(n)
     pos = 0
