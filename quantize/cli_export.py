@@ -82,7 +82,7 @@ def main(args: argparse.Namespace) -> int:
 
     from wavae.train.checkpoint import load_run
 
-    from .export import check_block, check_precision, default_block, export_bundle
+    from .export import check_precision, export_bundle
     from .int8 import check_calibration_audio
 
     check_precision(args.precision)
@@ -90,8 +90,7 @@ def main(args: argparse.Namespace) -> int:
     if out.exists() and not args.force:
         raise WavaeError(f"{out} already exists; pass --force to replace it")
     cfg, model, ckpt = load_run(args.run, require_vocoder=True)
-    block = args.block if args.block is not None else default_block(cfg)
-    check_block(cfg, block)
+    block = args.block if args.block is not None else cfg.default_block
 
     calibration = None
     if args.precision == "int8":

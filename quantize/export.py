@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from wavae.blocks import check_block
 from wavae.errors import WavaeError
 from wavae.fileio import atomic_write_json, file_sha256, replace_dir
 from wavae.train.config import Config
@@ -228,21 +229,6 @@ def check_fold(model: Wavae, folded: Wavae, block: int, blocks: int = 3, tol: fl
     return diff
 
 
-def default_block(cfg: Config) -> int:
-    """About 21 ms (512 samples at 24 kHz), rounded up to whole latent frames."""
-    target = round(512 * cfg.frontend.sample_rate / 24000)
-    f = cfg.frame
-    return max(1, -(-target // f)) * f
-
-
-def check_block(cfg: Config, block: int) -> None:
-    if not isinstance(block, int) or block <= 0 or block % cfg.frame:
-        raise ExportError(
-            f"block {block} is not a positive multiple of the latent frame ({cfg.frame} samples "
-            f"for preset {cfg.name!r}); try --block {default_block(cfg)}"
-        )
-
-
 def check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
         raise ExportError(f"unsupported precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
@@ -290,7 +276,7 @@ def export_bundle(
     """
     out = Path(out)
     check_precision(precision)
-    check_block(cfg, block)
+    check_block(block, cfg.frame, cfg.frontend.sample_rate)
     if model.frame != cfg.frame or model.sample_rate != cfg.frontend.sample_rate:
         raise ExportError("the model does not match its config (frame or sample rate differ)")
     if out.exists() and not force:

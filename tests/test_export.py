@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from wavae.blocks import BlockSizeError
 from wavae.fileio import file_sha256
 from wavae.quantize.bundle import MANIFEST, BundleError, BundleStreamer, graph_opset, verify_bundle_files
 from wavae.quantize.export import ExportError, export_bundle
@@ -172,7 +173,7 @@ def test_bad_precision_and_block_are_refused_and_nothing_is_written(tmp_path):
     model = build_model(cfg).eval()
     with pytest.raises(ExportError, match="unsupported precision 'int4'"):
         export_bundle(model, cfg, tmp_path / "a", block=cfg.frame, precision="int4")
-    with pytest.raises(ExportError, match="multiple of the latent frame"):
+    with pytest.raises(BlockSizeError, match="multiple of the latent frame"):
         export_bundle(model, cfg, tmp_path / "b", block=cfg.frame + 1)
     with pytest.raises(ExportError, match="calibration"):
         export_bundle(model, cfg, tmp_path / "c", block=cfg.frame, precision="int8")

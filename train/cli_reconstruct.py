@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from wavae.blocks import check_block
 from wavae.errors import WavaeError
 
 
@@ -30,7 +31,7 @@ def reconstruct(model, audio: np.ndarray, streaming: bool = False, block: int | 
     frame = model.frame
     block = block or frame
     if streaming:
-        model.check_block(block)
+        check_block(block, frame, model.sample_rate, live=False)
     step = block if streaming else frame
     n = audio.shape[0]
     padded = np.zeros(-(-n // step) * step, dtype=np.float32)
