@@ -19,7 +19,7 @@ from wavae.fileio import file_sha256
 FORMAT = "wavae-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8")  # what the device runs, hence what export writes
 GRAPH_IO = {
     "encoder": (["audio"], ["z_mean", "z_std", "loudness"]),
     "decoder": (["z", "loudness"], ["audio"]),

@@ -26,9 +26,8 @@ import importlib.util  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from .backends import BACKENDS  # noqa: E402
 from .profile import DEFAULT_PERIODS, ProfileError  # noqa: E402
-
-BACKENDS = ("onnxruntime", "tensorrt")
 
 
 def _positive_int(text: str) -> int:

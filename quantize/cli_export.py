@@ -17,7 +17,7 @@ import numpy as np
 
 from wavae.errors import WavaeError
 
-from .export import PRECISIONS
+from wavae.device.bundle import PRECISIONS
 
 log = logging.getLogger(__name__)
 

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from wavae.blocks import check_block
 from wavae.errors import WavaeError
+from wavae.device.bundle import PRECISIONS
 from wavae.fileio import atomic_write_json, file_sha256, replace_dir
 from wavae.train.config import Config
 from wavae.train.loudness import DB_FLOOR
@@ -46,7 +47,6 @@ from .bundle import (
 )
 from .fold import fold_model
 
-PRECISIONS = ("fp32", "fp16", "int8")
 ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
 
