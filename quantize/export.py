@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from wavae.blocks import check_block
 from wavae.errors import WavaeError
-from wavae.device.bundle import PRECISIONS
+from wavae.device.bundle import PRECISIONS, GraphInfo, graph_contract
 from wavae.fileio import atomic_write_json, file_sha256, replace_dir
 from wavae.train.config import Config
 from wavae.train.loudness import DB_FLOOR
@@ -47,8 +47,6 @@ from .bundle import (
 )
 from .fold import fold_model
 
-ENCODER_FILE = "encoder.onnx"
-DECODER_FILE = "decoder.onnx"
 
 
 class ExportError(WavaeError, ValueError):
@@ -82,39 +80,10 @@ class DecoderGraph(nn.Module):
         return (audio, *out)
 
 
-def state_names(n: int) -> tuple[list[str], list[str]]:
-    return [f"state_in_{k}" for k in range(n)], [f"state_out_{k}" for k in range(n)]
-
-
-def graph_specs(model: Wavae, block: int) -> dict[str, dict[str, Any]]:
-    """The manifest's ``graphs`` section: I/O names, static shapes, states."""
-    frames = block // model.frame
-    d = model.latent_dim
-
-    def io(name: str, shape) -> dict[str, Any]:
-        return {"name": name, "shape": [int(s) for s in shape], "dtype": "float32"}
-
-    def states(shapes) -> list[dict[str, Any]]:
-        ins, outs = state_names(len(shapes))
-        return [
-            {"input": i, "output": o, "shape": [int(s) for s in shape], "dtype": "float32"}
-            for i, o, shape in zip(ins, outs, shapes)
-        ]
-
-    return {
-        "encoder": {
-            "file": ENCODER_FILE,
-            "inputs": [io("audio", (1, 1, block))],
-            "outputs": [io("z_mean", (1, d, frames)), io("z_std", (1, d, frames)), io("loudness", (1, 1, frames))],
-            "states": states(model.encoder_state_shapes(1)),
-        },
-        "decoder": {
-            "file": DECODER_FILE,
-            "inputs": [io("z", (1, d, frames)), io("loudness", (1, 1, frames))],
-            "outputs": [io("audio", (1, 1, block))],
-            "states": states(model.decoder_state_shapes(1)),
-        },
-    }
+def bundle_graphs(model: Wavae, block: int, root: Path) -> dict[str, GraphInfo]:
+    """The model's two graphs under ``root``, as the bundle format defines them (``graph_contract``)."""
+    states = {"encoder": model.encoder_state_shapes(1), "decoder": model.decoder_state_shapes(1)}
+    return graph_contract(block, model.frame, model.latent_dim, states, root)
 
 
 # ----------------------------------------------------------------------------
@@ -181,38 +150,27 @@ def _fold_constants(path: Path) -> None:
     onnx.save(after, str(path))
 
 
-def export_graphs(folded: Wavae, block: int, out_dir: Path, progress: Callable[[str], None] | None = None) -> dict:
-    """Write encoder.onnx and decoder.onnx of an already folded model into ``out_dir``."""
-    specs = graph_specs(folded, block)
-    frames = block // folded.frame
-    enc_states = folded.init_encoder_state(1)
-    dec_states = folded.init_decoder_state(1)
-    ein, eout = state_names(len(enc_states))
-    din, dout = state_names(len(dec_states))
+def export_graphs(
+    folded: Wavae, block: int, out_dir: Path, progress: Callable[[str], None] | None = None
+) -> dict[str, GraphInfo]:
+    """Write encoder.onnx and decoder.onnx of an already folded model into ``out_dir``;
+    return their ``GraphInfo`` (names and shapes from the bundle's graph contract)."""
+    graphs = bundle_graphs(folded, block, out_dir)
+    enc, dec = graphs["encoder"], graphs["decoder"]
     gen = torch.Generator().manual_seed(0)
-    audio = 0.1 * torch.randn(1, 1, block, generator=gen)
+    audio = 0.1 * torch.randn(enc.inputs[0].shape, generator=gen)
+    z = torch.zeros(dec.inputs[0].shape)
+    loud = torch.full(dec.inputs[1].shape, 0.5)
     with torch.no_grad():
-        if progress:
-            progress("exporting encoder")
-        _export_onnx(
-            EncoderGraph(folded).eval(),
-            (audio, *enc_states),
-            ["audio", *ein],
-            ["z_mean", "z_std", "loudness", *eout],
-            out_dir / ENCODER_FILE,
-        )
-        if progress:
-            progress("exporting decoder")
-        z = torch.zeros(1, folded.latent_dim, frames)
-        loud = torch.full((1, 1, frames), 0.5)
-        _export_onnx(
-            DecoderGraph(folded).eval(),
-            (z, loud, *dec_states),
-            ["z", "loudness", *din],
-            ["audio", *dout],
-            out_dir / DECODER_FILE,
-        )
-    return specs
+        for graph, module, args in (
+            (enc, EncoderGraph(folded), (audio,)),
+            (dec, DecoderGraph(folded), (z, loud)),
+        ):
+            if progress:
+                progress(f"exporting {graph.name}")
+            states = tuple(torch.zeros(s.shape) for s in graph.states)
+            _export_onnx(module.eval(), args + states, graph.input_names, graph.output_names, graph.file)
+    return graphs
 
 
 # ----------------------------------------------------------------------------
@@ -300,7 +258,8 @@ def export_bundle(
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; a bundle is meant to be copied and read
-        specs = export_graphs(folded, block, tmp, progress)
+        graphs = export_graphs(folded, block, tmp, progress)
+        specs = {g: info.manifest_entry(tmp) for g, info in graphs.items()}
         quant_info: dict[str, Any] | None = None
         if precision == "int8":
             from .int8 import quantize_bundle_graphs
