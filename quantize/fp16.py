@@ -20,7 +20,8 @@ from typing import Any, Callable
 from wavae.errors import WavaeError
 
 from .bundle import OPSET, graph_opset
-from .int8 import _first_downstream, frontend_nodes
+from .graph import downstream, first_downstream
+from .int8 import frontend_nodes
 
 
 def fp32_encoder_nodes(proto) -> list[str]:
@@ -30,21 +31,11 @@ def fp32_encoder_nodes(proto) -> list[str]:
     if len(fe) < 2:
         return []
     mel = next(n for n in proto.graph.node if n.name == fe[1])
-    vae_conv = _first_downstream(proto, list(mel.output), "Conv")
+    vae_conv = first_downstream(proto, list(mel.output), "Conv")
     if vae_conv is None:
         return []
-    downstream = {id(vae_conv)}
-    consumers: dict[str, list[Any]] = {}
-    for n in proto.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    frontier = list(vae_conv.output)
-    while frontier:
-        for n in consumers.get(frontier.pop(), []):
-            if id(n) not in downstream:
-                downstream.add(id(n))
-                frontier.extend(n.output)
-    return [n.name for n in proto.graph.node if id(n) not in downstream]
+    half = {id(vae_conv)} | {id(n) for n in downstream(proto, list(vae_conv.output))}
+    return [n.name for n in proto.graph.node if id(n) not in half]
 
 
 def convert_graph(path: Path, keep_fp32: list[str]) -> None:

@@ -50,6 +50,7 @@ from wavae.errors import WavaeError
 from wavae.fileio import atomic_write_json
 
 from .bundle import FORMAT, FORMAT_VERSION, MANIFEST, OPSET, BundleStreamer, graph_opset
+from .graph import first_downstream, producers
 
 QUANTIZED_OPS = ["Conv", "ConvTranspose", "MatMul", "Gemm"]
 ACTIVATION_TYPES = ("int8", "uint8")
@@ -155,41 +156,23 @@ def _reader(samples: list[dict[str, np.ndarray]]):
     return FeedReader(samples)
 
 
-def _first_downstream(proto, sources: list[str], op_type: str):
-    """The first node of ``op_type`` reached breadth-first from the tensors ``sources``."""
-    consumers: dict[str, list[Any]] = {}
-    for n in proto.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    frontier, seen = list(sources), set()
-    while frontier:
-        for n in consumers.get(frontier.pop(0), []):
-            if id(n) in seen:
-                continue
-            seen.add(id(n))
-            if n.op_type == op_type:
-                return n
-            frontier.extend(n.output)
-    return None
-
-
 def frontend_nodes(proto) -> list[str]:
     """Names of the mel front-end's STFT Conv (the first Conv after ``audio``) and
     mel-filterbank MatMul (the first MatMul after that Conv)."""
-    conv = _first_downstream(proto, ["audio"], "Conv")
+    conv = first_downstream(proto, ["audio"], "Conv")
     if conv is None:
         return []
-    mel = _first_downstream(proto, list(conv.output), "MatMul")
+    mel = first_downstream(proto, list(conv.output), "MatMul")
     return [conv.name] + ([mel.name] if mel is not None else [])
 
 
 def output_conv(proto) -> list[str]:
     """The decoder's last convolution (the one feeding Tanh): it writes the audio
     itself, one channel, and nothing after it averages its rounding away."""
-    producers = {o: n for n in proto.graph.node for o in n.output}
+    writers = producers(proto)
     for n in proto.graph.node:
         if n.op_type == "Tanh":
-            p = producers.get(n.input[0])
+            p = writers.get(n.input[0])
             if p is not None and p.op_type == "Conv":
                 return [p.name]
     return []
@@ -265,7 +248,7 @@ def check_state_float(proto) -> None:
     output comes out of a DequantizeLinear."""
     import onnx
 
-    producers = {o: n for n in proto.graph.node for o in n.output}
+    writers = producers(proto)
     for vi in list(proto.graph.input) + list(proto.graph.output):
         if vi.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
             raise WavaeError(f"graph I/O {vi.name} is not float32 after quantisation")
@@ -273,7 +256,7 @@ def check_state_float(proto) -> None:
         if n.op_type == "QuantizeLinear" and any(i.startswith("state_in_") for i in n.input):
             raise WavaeError(f"state input {n.input[0]} is quantised by {n.name}; streaming state must stay float")
     for o in proto.graph.output:
-        p = producers.get(o.name)
+        p = writers.get(o.name)
         if o.name.startswith("state_out_") and p is not None and p.op_type == "DequantizeLinear":
             raise WavaeError(f"state output {o.name} is produced by {p.name} (quantised); streaming state must stay float")
 
