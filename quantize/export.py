@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from wavae.blocks import check_block
 from wavae.errors import WavaeError
-from wavae.device.bundle import PRECISIONS, GraphInfo, graph_contract
+from wavae.device.bundle import GRAPHS, PRECISIONS, Bundle, GraphInfo, graph_contract, load_bundle
 from wavae.fileio import atomic_write_json, file_sha256, replace_dir
 from wavae.train.config import Config
 from wavae.train.loudness import DB_FLOOR
@@ -46,6 +46,8 @@ from .bundle import (
     graph_opset,
 )
 from .fold import fold_model
+from .fp16 import convert_bundle_graphs
+from .int8 import ACTIVATION_TYPES, check_calibration_audio, quantize_bundle_graphs
 
 
 
@@ -210,6 +212,13 @@ def git_commit() -> str | None:
 # ----------------------------------------------------------------------------
 # the bundle
 # ----------------------------------------------------------------------------
+def export_steps(precision: str) -> int:
+    """How many times ``export_bundle`` reports ``progress`` for ``precision``: once per
+    graph exported, once per graph converted (fp16) or quantised (int8), and once
+    for int8's calibration pass (``precision`` as ``export_bundle`` accepts it)."""
+    return len(GRAPHS) * (1 if precision == "fp32" else 2) + (precision == "int8")
+
+
 def export_bundle(
     model: Wavae,
     cfg: Config,
@@ -217,7 +226,7 @@ def export_bundle(
     *,
     block: int,
     precision: str = "fp32",
-    calibration: np.ndarray | None = None,
+    calibration: np.ndarray | list[np.ndarray] | None = None,
     source: dict | None = None,
     force: bool = False,
     int8_activations: str = "int8",
@@ -226,11 +235,15 @@ def export_bundle(
     """Export ``model`` to a bundle directory ``out`` (docs/bundle.md); returns ``out``.
 
     ``calibration`` (int8 only) is real audio at the model's sample rate: one
-    signal ``[T]`` or several ``[n, T]``.  ``source`` may hold ``run`` and any
-    other provenance for the manifest.  An existing ``out`` is replaced only with
-    ``force``, and only once the new bundle is complete.  ``int8_activations``
-    is "int8" (symmetric: the Pi's ARM CPU and TensorRT) or "uint8" (the form
-    onnxruntime fuses on x86; see wavae.quantize.int8).
+    signal ``[T]``, several ``[n, T]`` or a list of signals.  ``source`` may hold
+    ``run`` and any other provenance for the manifest.  An existing ``out`` is
+    replaced only with ``force``, and only once the new bundle is complete.
+    ``int8_activations`` is "int8" (symmetric: the Pi's ARM CPU and TensorRT) or
+    "uint8" (the form onnxruntime fuses on x86; see wavae.quantize.int8).
+    ``progress`` is called ``export_steps(precision)`` times, with what comes next.
+
+    Every input is checked here, before anything is written; the CLI only maps
+    its arguments to this function.
     """
     out = Path(out)
     check_precision(precision)
@@ -242,8 +255,10 @@ def export_bundle(
     if out.exists() and not (out / MANIFEST).is_file():
         raise ExportError(f"{out} exists and is not a bundle (no {MANIFEST}); refusing to replace it even with --force")
     if precision == "int8":
-        from .int8 import check_calibration_audio
-
+        if int8_activations not in ACTIVATION_TYPES:
+            raise ExportError(
+                f"unsupported int8 activations {int8_activations!r}; choose one of {', '.join(ACTIVATION_TYPES)}"
+            )
         if calibration is None:
             raise ExportError("int8 export needs calibration audio (real audio from the training data or --calibration DIR)")
         calibration = check_calibration_audio(calibration, block)
@@ -258,18 +273,21 @@ def export_bundle(
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; a bundle is meant to be copied and read
-        graphs = export_graphs(folded, block, tmp, progress)
-        specs = {g: info.manifest_entry(tmp) for g, info in graphs.items()}
         quant_info: dict[str, Any] | None = None
-        if precision == "int8":
-            from .int8 import quantize_bundle_graphs
-
-            quant_info = quantize_bundle_graphs(tmp, specs, calibration, activations=int8_activations, progress=progress)
-        elif precision == "fp16":
-            from .fp16 import convert_bundle_graphs
-
-            quant_info = convert_bundle_graphs(tmp, specs, progress=progress)
-        manifest = build_manifest(folded, cfg, block, precision, specs, tmp, source, quant_info)
+        if precision == "fp32":
+            graphs = export_graphs(folded, block, tmp, progress)
+        else:
+            # fp16 and int8 graphs are made from an fp32 bundle, read back as the device reads it
+            fp32 = export_fp32_bundle(folded, cfg, block, tmp / ".fp32", source, progress)
+            graphs = bundle_graphs(folded, block, tmp)
+            if precision == "int8":
+                quant_info = quantize_bundle_graphs(
+                    fp32, graphs, calibration, activations=int8_activations, progress=progress
+                )
+            else:
+                quant_info = convert_bundle_graphs(fp32, graphs, progress=progress)
+            shutil.rmtree(fp32.path)
+        manifest = build_manifest(folded, cfg, block, precision, graphs, tmp, source, quant_info)
         manifest["export"] = {"fold_max_abs_diff": fold_diff}
         atomic_write_json(tmp / MANIFEST, manifest)
         _fsync_dir(tmp)
@@ -280,16 +298,34 @@ def export_bundle(
     return out
 
 
+def export_fp32_bundle(
+    folded: Wavae,
+    cfg: Config,
+    block: int,
+    out_dir: Path,
+    source: dict | None,
+    progress: Callable[[str], None] | None = None,
+) -> Bundle:
+    """Write an fp32 bundle of an already folded model into the new folder ``out_dir``
+    and read it back with the device's reader (sizes, names and shapes checked; the
+    files were just written, so no sha256 pass)."""
+    out_dir.mkdir()
+    graphs = export_graphs(folded, block, out_dir, progress)
+    atomic_write_json(out_dir / MANIFEST, build_manifest(folded, cfg, block, "fp32", graphs, out_dir, source, None))
+    return load_bundle(out_dir, verify=False)
+
+
 def build_manifest(
     model: Wavae,
     cfg: Config,
     block: int,
     precision: str,
-    specs: dict,
+    graphs: dict[str, GraphInfo],
     bundle_dir: Path,
     source: dict | None,
     quant_info: dict | None,
 ) -> dict[str, Any]:
+    specs = {g: info.manifest_entry(bundle_dir) for g, info in graphs.items()}
     files = {}
     for spec in specs.values():
         p = bundle_dir / spec["file"]

@@ -45,11 +45,10 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from wavae.device.bundle import Bundle, GraphInfo
 from wavae.errors import WavaeError
 
-from wavae.fileio import atomic_write_json
-
-from .bundle import FORMAT, FORMAT_VERSION, MANIFEST, OPSET, BundleStreamer, graph_opset
+from .bundle import OPSET, BundleStreamer, graph_opset
 from .graph import first_downstream, producers
 
 QUANTIZED_OPS = ["Conv", "ConvTranspose", "MatMul", "Gemm"]
@@ -96,26 +95,25 @@ def check_calibration_audio(audio: np.ndarray | list, block: int) -> list[np.nda
 
 
 def calibration_feeds(
-    fp32_bundle: Path,
+    fp32: Bundle,
     clips: list[np.ndarray],
     max_blocks: int = DEFAULT_MAX_BLOCKS,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, list[dict[str, np.ndarray]]]:
-    """Stream ``clips`` through the fp32 graphs and record every graph call's inputs.
+    """Stream ``clips`` through the fp32 bundle's graphs and record every graph call's inputs.
 
     Each clip starts from zero state, as the device does.  If there is more audio
     than ``max_blocks`` blocks, clips are shortened evenly (each keeps its start,
     so the state builds up exactly as it would live).
     """
-    streamer = BundleStreamer(fp32_bundle, check=False)
-    block = streamer.block
+    streamer = BundleStreamer(fp32)
+    block = fp32.block
     n_blocks = [c.size // block for c in clips]
     total = sum(n_blocks)
     if total > max_blocks:
         keep = max(1, max_blocks // len(clips))
         n_blocks = [min(n, keep) for n in n_blocks]
-    enc_spec = streamer.manifest["graphs"]["encoder"]
-    dec_spec = streamer.manifest["graphs"]["decoder"]
+    enc_states, dec_states = fp32.graph("encoder").states, fp32.graph("decoder").states
     feeds: dict[str, list[dict[str, np.ndarray]]] = {"encoder": [], "decoder": []}
     from tqdm import tqdm
 
@@ -125,10 +123,10 @@ def calibration_feeds(
         for i in range(n):
             x = clip[i * block : (i + 1) * block].reshape(1, 1, block)
             enc_feed = {"audio": x.copy()}
-            enc_feed.update({s["input"]: v.copy() for s, v in zip(enc_spec["states"], streamer.states["encoder"])})
+            enc_feed.update({s.input: v.copy() for s, v in zip(enc_states, streamer.states["encoder"])})
             z, _, loud = streamer.encode(x)
             dec_feed = {"z": z.copy(), "loudness": loud.copy()}
-            dec_feed.update({s["input"]: v.copy() for s, v in zip(dec_spec["states"], streamer.states["decoder"])})
+            dec_feed.update({s.input: v.copy() for s, v in zip(dec_states, streamer.states["decoder"])})
             streamer.decode(z, loud)
             feeds["encoder"].append(enc_feed)
             feeds["decoder"].append(dec_feed)
@@ -262,8 +260,8 @@ def check_state_float(proto) -> None:
 
 
 def quantize_bundle_graphs(
-    bundle_dir: Path,
-    specs: dict,
+    fp32: Bundle,
+    out: dict[str, GraphInfo],
     clips: list[np.ndarray],
     *,
     max_blocks: int = DEFAULT_MAX_BLOCKS,
@@ -272,41 +270,24 @@ def quantize_bundle_graphs(
     activations: str = "int8",
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Replace the fp32 graphs in ``bundle_dir`` (being written) by int8 ones. Returns
-    the manifest's ``quantization`` section."""
+    """Write int8 versions of the ``fp32`` bundle's graphs to ``out``'s files (a bundle
+    being written), calibrated on ``clips`` streamed through ``fp32``.  Returns the
+    manifest's ``quantization`` section.  ``activations`` is one of ``ACTIVATION_TYPES``
+    and ``clips`` passed ``check_calibration_audio`` (``export_bundle`` checks both)."""
     import onnx
 
-    if activations not in ACTIVATION_TYPES:
-        raise ValueError(f"int8 activations must be one of {ACTIVATION_TYPES}, not {activations!r}")
-    bundle_dir = Path(bundle_dir)
-    # a provisional manifest so the fp32 graphs can be streamed for calibration
-    fp32_dir = bundle_dir / ".fp32"
-    fp32_dir.mkdir()
-    try:
-        for spec in specs.values():
-            (bundle_dir / spec["file"]).rename(fp32_dir / spec["file"])
-        block = specs["encoder"]["inputs"][0]["shape"][-1]
-        atomic_write_json(
-            fp32_dir / MANIFEST,
-            {"format": FORMAT, "format_version": FORMAT_VERSION, "block": block, "graphs": specs,
-             "sample_rate": 0, "frame": 0, "latent_dim": 0, "precision": "fp32", "files": {}},
-        )
+    if progress:
+        progress("streaming calibration audio through the fp32 graphs")
+    feeds = calibration_feeds(fp32, clips, max_blocks, progress)
+    excluded: dict[str, list[str]] = {}
+    for g, info in out.items():
         if progress:
-            progress("streaming calibration audio through the fp32 graphs")
-        feeds = calibration_feeds(fp32_dir, clips, max_blocks, progress)
-        excluded: dict[str, list[str]] = {}
-        for g, spec in specs.items():
-            if progress:
-                progress(f"quantising {g} to int8")
-            src = fp32_dir / spec["file"]
-            exclude = float_nodes(g, onnx.load(str(src)), quantize_frontend)
-            excluded[g] = exclude
-            quantize_graph(src, bundle_dir / spec["file"], feeds[g], exclude=exclude, method=method,
-                           symmetric_activations=activations == "int8")
-    finally:
-        import shutil
-
-        shutil.rmtree(fp32_dir, ignore_errors=True)
+            progress(f"quantising {g} to int8")
+        src = fp32.graph(g).file
+        exclude = float_nodes(g, onnx.load(str(src)), quantize_frontend)
+        excluded[g] = exclude
+        quantize_graph(src, info.file, feeds[g], exclude=exclude, method=method,
+                       symmetric_activations=activations == "int8")
     return {
         "scheme": "onnxruntime static QDQ",
         "weights": "int8 symmetric per-channel",

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .bundle import BundleError, BundleStreamer, verify_bundle_files
+from .bundle import BundleError, BundleStreamer, load_bundle, verify_bundle_files
 
 COUNTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Einsum")
 
@@ -200,14 +200,15 @@ def check_matches(manifest: dict[str, Any], model) -> None:
 def verify(bundle: Path, model, audio: np.ndarray, threads: int = 1) -> dict[str, Any]:
     """Stream ``audio`` (mono, model rate) through the bundle and through ``model``."""
     bundle = Path(bundle)
-    manifest = verify_bundle_files(bundle)
+    checked = load_bundle(bundle)
+    manifest = checked.manifest
     check_matches(manifest, model)
-    block = int(manifest["block"])
+    block = checked.block
     audio = pad_to_block(audio, block)
     if audio.size == 0:
         raise BundleError("the input holds no audio")
     ref = torch_reference(model.eval(), audio, block)
-    y = BundleStreamer(bundle, threads=threads, check=False).stream(audio)
+    y = BundleStreamer(checked, threads=threads).stream(audio)
     result: dict[str, Any] = {
         "bundle": str(bundle),
         "precision": manifest["precision"],
