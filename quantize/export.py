@@ -4,10 +4,15 @@
           --torch.onnx.export, opset 17, static shapes--> encoder.onnx, decoder.onnx
           --optional int8 (Q/DQ) or fp16 conversion--> manifest.json --rename--> BUNDLE/
 
-Each graph is one streaming step with its state as explicit inputs and outputs:
+Each graph is one streaming step with its state as explicit inputs and outputs,
+named and shaped by the bundle format's ``graph_contract`` (wavae.device.bundle):
 
     encoder: (audio, state_in_0..) -> (z_mean, z_std, loudness, state_out_0..)
     decoder: (z, loudness, state_in_0..) -> (audio, state_out_0..)
+
+fp16 and int8 graphs are converted from a complete fp32 bundle, staged inside
+the temporary folder and read back with the device's reader (int8 calibrates by
+streaming it on the device's onnxruntime backend).
 
 The exporter is torch's TorchScript-based one (``dynamo=False``).  torch 2.13
 defaults to the torch.export-based exporter, but that needs ``onnxscript`` and
@@ -31,8 +36,8 @@ import torch
 from torch import Tensor, nn
 
 from wavae.blocks import check_block
-from wavae.errors import WavaeError
 from wavae.device.bundle import GRAPHS, PRECISIONS, Bundle, GraphInfo, graph_contract, load_bundle
+from wavae.errors import WavaeError
 from wavae.fileio import atomic_write_json, file_sha256, replace_dir
 from wavae.train.config import Config
 from wavae.train.loudness import DB_FLOOR
@@ -48,7 +53,6 @@ from .bundle import (
 from .fold import fold_model
 from .fp16 import convert_bundle_graphs
 from .int8 import ACTIVATION_TYPES, check_calibration_audio, quantize_bundle_graphs
-
 
 
 class ExportError(WavaeError, ValueError):
