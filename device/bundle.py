@@ -4,6 +4,9 @@
 engine relies on, the graphs' I/O and state names, and each file's size and
 sha256, then returns a ``Bundle``.  Anything wrong raises ``BundleError`` with a
 message that says what to do (re-export, re-copy, upgrade).
+
+``graph_contract`` is format 1's graph I/O: the one definition that the exporter
+writes (``wavae.quantize.export``) and this reader checks a manifest against.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from wavae.errors import WavaeError
 from wavae.fileio import file_sha256
@@ -19,11 +22,8 @@ from wavae.fileio import file_sha256
 FORMAT = "wavae-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-PRECISIONS = ("fp32", "fp16", "int8")
-GRAPH_IO = {
-    "encoder": (["audio"], ["z_mean", "z_std", "loudness"]),
-    "decoder": (["z", "loudness"], ["audio"]),
-}
+PRECISIONS = ("fp32", "fp16", "int8")  # what the device runs, hence what export writes
+GRAPHS = ("encoder", "decoder")
 
 
 class BundleError(WavaeError, ValueError):
@@ -60,6 +60,66 @@ class GraphInfo:
     @property
     def output_names(self) -> list[str]:
         return [t.name for t in self.outputs] + [s.output for s in self.states]
+
+    def manifest_entry(self, bundle: Path) -> dict[str, Any]:
+        """This graph as the manifest's ``graphs`` section lists it (``file`` relative to ``bundle``)."""
+        return {
+            "file": self.file.relative_to(bundle).as_posix(),
+            "inputs": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in self.inputs],
+            "outputs": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in self.outputs],
+            "states": [
+                {"input": s.input, "output": s.output, "shape": list(s.shape), "dtype": s.dtype} for s in self.states
+            ],
+        }
+
+
+def graph_contract(
+    block: int,
+    frame: int,
+    latent_dim: int,
+    state_shapes: Mapping[str, Sequence[Sequence[int]]],
+    root: Path = Path(),
+) -> dict[str, GraphInfo]:
+    """Format 1's graphs for a model of this block, frame and latent size, whose
+    streaming states (one list per graph, from the model) have ``state_shapes``::
+
+        encoder (root/encoder.onnx): audio [1,1,block], state_in_k
+            -> z_mean, z_std [1,latent_dim,frames], loudness [1,1,frames], state_out_k
+        decoder (root/decoder.onnx): z [1,latent_dim,frames], loudness [1,1,frames], state_in_k
+            -> audio [1,1,block], state_out_k
+
+    with ``frames = block // frame``; every tensor float32 and static.  The
+    exporter writes exactly this; the reader refuses a manifest that differs.
+    """
+    frames = block // frame
+    d = latent_dim
+
+    def t(name: str, *shape: int) -> TensorInfo:
+        return TensorInfo(name, tuple(int(s) for s in shape), "float32")
+
+    io = {
+        "encoder": (
+            (t("audio", 1, 1, block),),
+            (t("z_mean", 1, d, frames), t("z_std", 1, d, frames), t("loudness", 1, 1, frames)),
+        ),
+        "decoder": (
+            (t("z", 1, d, frames), t("loudness", 1, 1, frames)),
+            (t("audio", 1, 1, block),),
+        ),
+    }
+    return {
+        g: GraphInfo(
+            g,
+            Path(root) / f"{g}.onnx",
+            ins,
+            outs,
+            tuple(
+                StateInfo(f"state_in_{k}", f"state_out_{k}", tuple(int(s) for s in shape), "float32")
+                for k, shape in enumerate(state_shapes[g])
+            ),
+        )
+        for g, (ins, outs) in io.items()
+    }
 
 
 @dataclass(frozen=True)
@@ -137,24 +197,34 @@ def _graph(bundle: Path, name: str, spec: Any, manifest_path: Path) -> GraphInfo
             raise _damaged(where, f"{key!r} must be a list")
     inputs = tuple(_tensor(t, where) for t in spec["inputs"])
     outputs = tuple(_tensor(t, where) for t in spec["outputs"])
-    want_in, want_out = GRAPH_IO[name]
-    if [t.name for t in inputs] != want_in or [t.name for t in outputs] != want_out:
-        raise _damaged(
-            where,
-            f"I/O {[t.name for t in inputs]} -> {[t.name for t in outputs]} is not the format-1 {want_in} -> {want_out}",
-        )
     states = []
     for k, s in enumerate(spec["states"]):
         if not isinstance(s, dict):
             raise _damaged(where, f"state {k} is not an object")
-        if s.get("input") != f"state_in_{k}" or s.get("output") != f"state_out_{k}":
-            raise _damaged(
-                where, f"state {k} is named {s.get('input')!r}/{s.get('output')!r}, not state_in_{k}/state_out_{k}"
-            )
         if s.get("dtype", "float32") != "float32":
             raise _damaged(where, f"state {k} has dtype {s.get('dtype')!r}; streaming state is always float32")
-        states.append(StateInfo(s["input"], s["output"], _shape(s.get("shape"), f"{where} state {k}"), "float32"))
+        # names are held as given: the contract check (_check_contract) says what they should be
+        shape = _shape(s.get("shape"), f"{where} state {k}")
+        states.append(StateInfo(s.get("input"), s.get("output"), shape, "float32"))
     return GraphInfo(name, bundle / file, inputs, outputs, tuple(states))
+
+
+def _check_contract(got: GraphInfo, want: GraphInfo, manifest_path: Path, block: int) -> None:
+    """A graph the manifest lists against ``graph_contract``: I/O names, state names, I/O shapes."""
+    where = f"{manifest_path} graph {got.name!r}"
+    names = ([t.name for t in got.inputs], [t.name for t in got.outputs])
+    want_names = ([t.name for t in want.inputs], [t.name for t in want.outputs])
+    if names != want_names:
+        raise _damaged(where, f"I/O {names[0]} -> {names[1]} is not the format-1 {want_names[0]} -> {want_names[1]}")
+    for k, (s, w) in enumerate(zip(got.states, want.states)):
+        if (s.input, s.output) != (w.input, w.output):
+            raise _damaged(where, f"state {k} is named {s.input!r}/{s.output!r}, not {w.input}/{w.output}")
+    for t, w in zip(got.inputs + got.outputs, want.inputs + want.outputs):
+        if t.shape != w.shape:
+            raise _damaged(
+                str(manifest_path),
+                f"{got.name} tensor {t.name!r} has shape {list(t.shape)}, expected {list(w.shape)} for block {block}",
+            )
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
@@ -219,27 +289,12 @@ def _load_bundle(bundle: Path, verify: bool) -> Bundle:
             f"re-export the bundle or update wavae"
         )
     graphs_spec = manifest.get("graphs")
-    if not isinstance(graphs_spec, dict) or set(GRAPH_IO) - set(graphs_spec):
-        raise _damaged(where, f"'graphs' must hold {sorted(GRAPH_IO)}")
-    graphs = {g: _graph(bundle, g, graphs_spec[g], mpath) for g in GRAPH_IO}
-    frames = block // frame
-    enc, dec = graphs["encoder"], graphs["decoder"]
-    expect = {
-        ("encoder", "audio"): (1, 1, block),
-        ("encoder", "z_mean"): (1, latent_dim, frames),
-        ("encoder", "z_std"): (1, latent_dim, frames),
-        ("encoder", "loudness"): (1, 1, frames),
-        ("decoder", "z"): (1, latent_dim, frames),
-        ("decoder", "loudness"): (1, 1, frames),
-        ("decoder", "audio"): (1, 1, block),
-    }
-    for g in (enc, dec):
-        for t in g.inputs + g.outputs:
-            want = expect[(g.name, t.name)]
-            if t.shape != want:
-                raise _damaged(
-                    where, f"{g.name} tensor {t.name!r} has shape {list(t.shape)}, expected {list(want)} for block {block}"
-                )
+    if not isinstance(graphs_spec, dict) or set(GRAPHS) - set(graphs_spec):
+        raise _damaged(where, f"'graphs' must hold {sorted(GRAPHS)}")
+    graphs = {g: _graph(bundle, g, graphs_spec[g], mpath) for g in GRAPHS}
+    contract = graph_contract(block, frame, latent_dim, {g: [s.shape for s in graphs[g].states] for g in GRAPHS})
+    for g in GRAPHS:
+        _check_contract(graphs[g], contract[g], mpath, block)
     _check_files(bundle, manifest, graphs, verify)
     return Bundle(bundle, manifest, sample_rate, block, frame, latent_dim, latency, precision, graphs)
 

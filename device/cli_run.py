@@ -38,12 +38,14 @@ from .controls import parse_set
 from .instrument import Instrument, InstrumentSpec, timing_line
 from .live import main_live
 
+from .backends import BACKENDS
+
 DEFAULT_PERIOD = 256
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", help="bundle directory written by `wavae export` (overrides the config's)")
-    p.add_argument("--backend", choices=("onnxruntime", "tensorrt"), default=None,
+    p.add_argument("--backend", choices=BACKENDS, default=None,
                    help="inference backend (default onnxruntime; tensorrt needs the Jetson's GPU)")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default 1)")
     p.add_argument("--period", type=int, default=None,

@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 from wavae.errors import WavaeError
 
+from .backends import BACKENDS
 from .controls import BIAS_LIMIT, ControlError, Controls
 
 
@@ -38,7 +39,6 @@ class DeviceConfigError(WavaeError, ValueError):
     """The device config file is missing, not TOML, or has a bad key or value."""
 
 
-BACKENDS = ("onnxruntime", "tensorrt")
 FORMATS = ("S16_LE", "S32_LE", "FLOAT_LE")
 THREADING = ("inline", "worker")
 MAX_LATENT_DIM = 512  # longest bias list accepted before the bundle is known

@@ -54,6 +54,7 @@ import time
 
 import numpy as np
 
+from wavae.blocks import check_block
 from wavae.errors import WavaeError
 
 from .backends import Backend
@@ -68,7 +69,6 @@ log = logging.getLogger("wavae.device.engine")
 DEVICE_RATES = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000)
 MODEL_RATE_RANGE = (8000, 96000)
 MAX_RATE_RATIO = 6.0
-MAX_BLOCK_SECONDS = 1.0
 MAX_PERIOD = 16384
 INPUT_CLIP = 4.0  # input samples beyond +-4 full scale are clipped (nothing real gets there)
 OUTPUT_KNEE, OUTPUT_CEILING = 0.9, 1.0
@@ -105,11 +105,7 @@ def check_servable(bundle: Bundle, device_rate: int, period: int, channels_in: i
             f"{device_rate // g}:{sr // g}); run the device at a rate closer to the model's, e.g. "
             f"{min(DEVICE_RATES, key=lambda r: abs(r - sr))} Hz"
         )
-    if bundle.block > MAX_BLOCK_SECONDS * sr:
-        raise EngineError(
-            f"bundle block {bundle.block} samples is {bundle.block / sr:.2f} s at {sr} Hz, too long for live use; "
-            f"re-export with a smaller --block"
-        )
+    check_block(bundle.block, bundle.frame, sr)
     if isinstance(period, bool) or not isinstance(period, int) or not 1 <= period <= MAX_PERIOD:
         raise EngineError(f"period must be a whole number of frames between 1 and {MAX_PERIOD}, got {period!r}")
     for what, ch in (("input", channels_in), ("output", channels_out)):

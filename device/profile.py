@@ -36,6 +36,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from wavae.blocks import check_block
 from wavae.signals import harmonic_notes
 
 from .backends import make_backend
@@ -107,30 +108,22 @@ class ProfileConfig:
 
 def check_blocks(bundles: Sequence[Any], blocks: Sequence[int] | None) -> None:
     """Every ``--block`` asked must be the block of one of the bundles: a bundle's
-    graphs have static shapes, so another block needs another export."""
+    graphs have static shapes, so another block needs another export.  A block
+    that no bundle of these models could have is refused by ``check_block``."""
     if not blocks:
         return
     have = {int(b.block) for b in bundles}
     for n in blocks:
         if n in have:
             continue
-        frames = sorted({int(b.frame) for b in bundles})
-        hint = ""
-        bad_multiple = [f for f in frames if n <= 0 or n % f]
-        if bad_multiple:
-            hint = (
-                f" {n} is not even a multiple of the latent frame ({', '.join(map(str, frames))} samples), "
-                f"so no bundle of this model can serve it."
-            )
+        for b in bundles:
+            check_block(n, b.frame, b.sample_rate)
         raise ProfileError(
             f"no bundle given serves block {n}: "
             + ", ".join(f"{b.path} has block {b.block}" for b in bundles)
             + ". A bundle's graphs have a fixed block; export one per block "
             f"(`wavae export RUN --block {n} --out DIR`) and pass every bundle to --bundle."
-            + hint
         )
-
-
 
 
 # ----------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""The bundle on the desktop side: streaming a bundle through onnxruntime, and the
-checks that `wavae verify`, the int8 calibrator and the tests run on it.
+"""The bundle on the desktop side: streaming a bundle through the device's
+onnxruntime backend, and the checks that `wavae verify`, the int8 calibrator and
+the tests run on it.
 
 The manifest rules themselves (format, version, files, sha256) are the device
 reader's, ``wavae.device.bundle``: the device decides what it accepts, and the
@@ -14,10 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from wavae.device.backends import make_backend
 from wavae.device.bundle import (  # noqa: F401  (re-exported for the desktop side)
     FORMAT,
     FORMAT_VERSION,
     MANIFEST,
+    Bundle,
     BundleError,
     load_bundle,
     read_manifest,
@@ -41,48 +44,32 @@ def verify_bundle_files(bundle: Path) -> dict[str, Any]:
 
 
 class BundleStreamer:
-    """Streams audio through a bundle's two graphs in onnxruntime, from zero state.
+    """Streams audio through a bundle, encoder then decoder per block from zero
+    state, on the device's own onnxruntime backend: the desktop reference (verify,
+    int8 calibration, tests) runs exactly what the device runs.
 
-    This is the desktop reference for what the device does: encoder then decoder
-    per block, each ``state_out_k`` fed back as the next call's ``state_in_k``.
+    ``encode`` and ``decode`` return copies; ``states[graph]`` is the state the
+    next call of that graph takes (the backend's buffers: valid until that call).
     """
 
-    def __init__(self, bundle: Path, threads: int = 1, check: bool = True):
-        import onnxruntime as ort
-
-        self.dir = Path(bundle)
-        self.manifest = verify_bundle_files(self.dir) if check else read_manifest(self.dir)
-        self.block = int(self.manifest["block"])
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.log_severity_level = 3
-        self.sessions = {
-            g: ort.InferenceSession(str(self.dir / spec["file"]), so, providers=["CPUExecutionProvider"])
-            for g, spec in self.manifest["graphs"].items()
-        }
+    def __init__(self, bundle: Path | Bundle, threads: int = 1):
+        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        self.block = self.bundle.block
+        self.backend = make_backend(self.bundle, "onnxruntime", threads=threads)
         self.reset()
 
     def reset(self) -> None:
-        self.states = {
-            g: [np.zeros(s["shape"], np.float32) for s in spec["states"]] for g, spec in self.manifest["graphs"].items()
-        }
+        self.states = {g: self.backend.init_state(g) for g in self.bundle.graphs}
 
     def encode(self, audio_block: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        spec = self.manifest["graphs"]["encoder"]
-        feeds = {"audio": np.ascontiguousarray(audio_block, dtype=np.float32).reshape(1, 1, self.block)}
-        feeds.update({s["input"]: v for s, v in zip(spec["states"], self.states["encoder"])})
-        outs = self.sessions["encoder"].run(None, feeds)
-        self.states["encoder"] = outs[3:]
-        return outs[0], outs[1], outs[2]
+        out, self.states["encoder"] = self.backend.process("encoder", {"audio": audio_block}, self.states["encoder"])
+        return out["z_mean"].copy(), out["z_std"].copy(), out["loudness"].copy()
 
     def decode(self, z: np.ndarray, loudness: np.ndarray) -> np.ndarray:
-        spec = self.manifest["graphs"]["decoder"]
-        feeds = {"z": np.asarray(z, np.float32), "loudness": np.asarray(loudness, np.float32)}
-        feeds.update({s["input"]: v for s, v in zip(spec["states"], self.states["decoder"])})
-        outs = self.sessions["decoder"].run(None, feeds)
-        self.states["decoder"] = outs[1:]
-        return outs[0]
+        out, self.states["decoder"] = self.backend.process(
+            "decoder", {"z": z, "loudness": loudness}, self.states["decoder"]
+        )
+        return out["audio"].copy()
 
     def process(self, audio_block: np.ndarray) -> np.ndarray:
         z, _, loud = self.encode(audio_block)

@@ -17,7 +17,7 @@ import numpy as np
 
 from wavae.errors import WavaeError
 
-from .export import PRECISIONS
+from wavae.device.bundle import MANIFEST, PRECISIONS
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +42,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="samples per graph call, a multiple of the latent frame (default: about 21 ms)",
     )
     parser.add_argument(
-        "--int8-activations", choices=["int8", "uint8"], default="int8",
+        "--int8-activations", default="int8",
         help="int8: symmetric, what TensorRT and ARM CPUs (the Pi) want (default); uint8: what "
              "onnxruntime fuses on x86 CPUs (about 2x faster there), refused by TensorRT",
     )
     parser.add_argument("--force", action="store_true", help="replace an existing bundle (only once the new one is complete)")
+
+
+def calibration_folder(run: Path, folder: Path | None, ckpt: dict) -> Path:
+    """``--calibration DIR`` if given, else the training data folder the run records."""
+    if folder is not None:
+        return folder
+    data_dir = ckpt.get("data_dir")
+    if not data_dir:
+        raise CalibrationSourceError(
+            f"run {run} does not record its training data folder; give calibration audio with --calibration DIR"
+        )
+    folder = Path(data_dir)
+    if not folder.is_dir():
+        raise CalibrationSourceError(
+            f"the run's training data folder {folder} is gone; give calibration audio with --calibration DIR"
+        )
+    return folder
 
 
 def calibration_audio(folder: Path, sample_rate: int, files: int = CALIBRATION_FILES,
@@ -78,42 +95,25 @@ def calibration_audio(folder: Path, sample_rate: int, files: int = CALIBRATION_F
 
 
 def main(args: argparse.Namespace) -> int:
+    """Map the arguments to ``export_bundle``, which checks them all."""
     from tqdm import tqdm
 
     from wavae.train.checkpoint import load_run
 
-    from .export import check_block, check_precision, default_block, export_bundle
-    from .int8 import check_calibration_audio
+    from .export import export_bundle, export_steps
 
-    check_precision(args.precision)
-    out: Path = args.out
-    if out.exists() and not args.force:
-        raise WavaeError(f"{out} already exists; pass --force to replace it")
     cfg, model, ckpt = load_run(args.run, require_vocoder=True)
-    block = args.block if args.block is not None else default_block(cfg)
-    check_block(cfg, block)
-
+    block = args.block if args.block is not None else cfg.default_block
     calibration = None
     if args.precision == "int8":
-        folder = args.calibration
-        if folder is None:
-            data_dir = ckpt.get("data_dir")
-            if not data_dir:
-                raise CalibrationSourceError(
-                    f"run {args.run} does not record its training data folder; give calibration audio with --calibration DIR"
-                )
-            folder = Path(data_dir)
-            if not folder.is_dir():
-                raise CalibrationSourceError(
-                    f"the run's training data folder {folder} is gone; give calibration audio with --calibration DIR"
-                )
-        clips = calibration_audio(folder, cfg.frontend.sample_rate)
-        calibration = check_calibration_audio(clips, block)
+        calibration = calibration_audio(calibration_folder(args.run, args.calibration, ckpt), cfg.frontend.sample_rate)
 
-    steps = {"fp32": 2, "fp16": 4, "int8": 5}[args.precision]
-    bar = tqdm(total=steps, desc="export", unit="step", file=sys.stderr)
+    bar = None
 
     def progress(msg: str) -> None:
+        nonlocal bar
+        if bar is None:  # the first step: every input has been checked
+            bar = tqdm(total=export_steps(args.precision), desc="export", unit="step", file=sys.stderr)
         bar.set_description(msg)
         bar.update(1)
 
@@ -124,12 +124,13 @@ def main(args: argparse.Namespace) -> int:
     }
     try:
         path = export_bundle(
-            model, cfg, out, block=block, precision=args.precision, calibration=calibration,
+            model, cfg, args.out, block=block, precision=args.precision, calibration=calibration,
             source=source, force=args.force, progress=progress, int8_activations=args.int8_activations,
         )
     finally:
-        bar.close()
-    manifest = json.loads((path / "manifest.json").read_text())
+        if bar is not None:
+            bar.close()
+    manifest = json.loads((path / MANIFEST).read_text())
     sizes = {k: v["bytes"] for k, v in manifest["files"].items()}
     print(json.dumps({
         "bundle": str(path),

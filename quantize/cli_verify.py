@@ -35,14 +35,14 @@ def main(args: argparse.Namespace) -> int:
     from wavae.train.checkpoint import load_run
     from wavae.train.data import load_audio
 
-    from .bundle import read_manifest
+    from .bundle import load_bundle
     from .verify import verify
 
     torch.set_num_threads(max(1, args.threads))
-    read_manifest(args.bundle)  # a clear error for a non-bundle before loading the run
+    bundle = load_bundle(args.bundle)  # checked once, before the run is loaded
     cfg, model, _ = load_run(args.run, require_vocoder=True)
     audio = load_audio(args.input, cfg.frontend.sample_rate)
-    result = verify(args.bundle, model, audio, threads=args.threads)
+    result = verify(bundle, model, audio, threads=args.threads)
     result["run"] = str(args.run)
     result["input"] = str(args.input)
     print(json.dumps(_finite(result), indent=2))

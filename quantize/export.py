@@ -4,10 +4,15 @@
           --torch.onnx.export, opset 17, static shapes--> encoder.onnx, decoder.onnx
           --optional int8 (Q/DQ) or fp16 conversion--> manifest.json --rename--> BUNDLE/
 
-Each graph is one streaming step with its state as explicit inputs and outputs:
+Each graph is one streaming step with its state as explicit inputs and outputs,
+named and shaped by the bundle format's ``graph_contract`` (wavae.device.bundle):
 
     encoder: (audio, state_in_0..) -> (z_mean, z_std, loudness, state_out_0..)
     decoder: (z, loudness, state_in_0..) -> (audio, state_out_0..)
+
+fp16 and int8 graphs are converted from a complete fp32 bundle, staged inside
+the temporary folder and read back with the device's reader (int8 calibrates by
+streaming it on the device's onnxruntime backend).
 
 The exporter is torch's TorchScript-based one (``dynamo=False``).  torch 2.13
 defaults to the torch.export-based exporter, but that needs ``onnxscript`` and
@@ -30,6 +35,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from wavae.blocks import check_block
+from wavae.device.bundle import GRAPHS, PRECISIONS, Bundle, GraphInfo, graph_contract, load_bundle
 from wavae.errors import WavaeError
 from wavae.fileio import atomic_write_json, file_sha256, replace_dir
 from wavae.train.config import Config
@@ -44,10 +51,8 @@ from .bundle import (
     graph_opset,
 )
 from .fold import fold_model
-
-PRECISIONS = ("fp32", "fp16", "int8")
-ENCODER_FILE = "encoder.onnx"
-DECODER_FILE = "decoder.onnx"
+from .fp16 import convert_bundle_graphs
+from .int8 import ACTIVATION_TYPES, check_calibration_audio, quantize_bundle_graphs
 
 
 class ExportError(WavaeError, ValueError):
@@ -81,39 +86,10 @@ class DecoderGraph(nn.Module):
         return (audio, *out)
 
 
-def state_names(n: int) -> tuple[list[str], list[str]]:
-    return [f"state_in_{k}" for k in range(n)], [f"state_out_{k}" for k in range(n)]
-
-
-def graph_specs(model: Wavae, block: int) -> dict[str, dict[str, Any]]:
-    """The manifest's ``graphs`` section: I/O names, static shapes, states."""
-    frames = block // model.frame
-    d = model.latent_dim
-
-    def io(name: str, shape) -> dict[str, Any]:
-        return {"name": name, "shape": [int(s) for s in shape], "dtype": "float32"}
-
-    def states(shapes) -> list[dict[str, Any]]:
-        ins, outs = state_names(len(shapes))
-        return [
-            {"input": i, "output": o, "shape": [int(s) for s in shape], "dtype": "float32"}
-            for i, o, shape in zip(ins, outs, shapes)
-        ]
-
-    return {
-        "encoder": {
-            "file": ENCODER_FILE,
-            "inputs": [io("audio", (1, 1, block))],
-            "outputs": [io("z_mean", (1, d, frames)), io("z_std", (1, d, frames)), io("loudness", (1, 1, frames))],
-            "states": states(model.encoder_state_shapes(1)),
-        },
-        "decoder": {
-            "file": DECODER_FILE,
-            "inputs": [io("z", (1, d, frames)), io("loudness", (1, 1, frames))],
-            "outputs": [io("audio", (1, 1, block))],
-            "states": states(model.decoder_state_shapes(1)),
-        },
-    }
+def bundle_graphs(model: Wavae, block: int, root: Path) -> dict[str, GraphInfo]:
+    """The model's two graphs under ``root``, as the bundle format defines them (``graph_contract``)."""
+    states = {"encoder": model.encoder_state_shapes(1), "decoder": model.decoder_state_shapes(1)}
+    return graph_contract(block, model.frame, model.latent_dim, states, root)
 
 
 # ----------------------------------------------------------------------------
@@ -180,38 +156,27 @@ def _fold_constants(path: Path) -> None:
     onnx.save(after, str(path))
 
 
-def export_graphs(folded: Wavae, block: int, out_dir: Path, progress: Callable[[str], None] | None = None) -> dict:
-    """Write encoder.onnx and decoder.onnx of an already folded model into ``out_dir``."""
-    specs = graph_specs(folded, block)
-    frames = block // folded.frame
-    enc_states = folded.init_encoder_state(1)
-    dec_states = folded.init_decoder_state(1)
-    ein, eout = state_names(len(enc_states))
-    din, dout = state_names(len(dec_states))
+def export_graphs(
+    folded: Wavae, block: int, out_dir: Path, progress: Callable[[str], None] | None = None
+) -> dict[str, GraphInfo]:
+    """Write encoder.onnx and decoder.onnx of an already folded model into ``out_dir``;
+    return their ``GraphInfo`` (names and shapes from the bundle's graph contract)."""
+    graphs = bundle_graphs(folded, block, out_dir)
+    enc, dec = graphs["encoder"], graphs["decoder"]
     gen = torch.Generator().manual_seed(0)
-    audio = 0.1 * torch.randn(1, 1, block, generator=gen)
+    audio = 0.1 * torch.randn(enc.inputs[0].shape, generator=gen)
+    z = torch.zeros(dec.inputs[0].shape)
+    loud = torch.full(dec.inputs[1].shape, 0.5)
     with torch.no_grad():
-        if progress:
-            progress("exporting encoder")
-        _export_onnx(
-            EncoderGraph(folded).eval(),
-            (audio, *enc_states),
-            ["audio", *ein],
-            ["z_mean", "z_std", "loudness", *eout],
-            out_dir / ENCODER_FILE,
-        )
-        if progress:
-            progress("exporting decoder")
-        z = torch.zeros(1, folded.latent_dim, frames)
-        loud = torch.full((1, 1, frames), 0.5)
-        _export_onnx(
-            DecoderGraph(folded).eval(),
-            (z, loud, *dec_states),
-            ["z", "loudness", *din],
-            ["audio", *dout],
-            out_dir / DECODER_FILE,
-        )
-    return specs
+        for graph, module, args in (
+            (enc, EncoderGraph(folded), (audio,)),
+            (dec, DecoderGraph(folded), (z, loud)),
+        ):
+            if progress:
+                progress(f"exporting {graph.name}")
+            states = tuple(torch.zeros(s.shape) for s in graph.states)
+            _export_onnx(module.eval(), args + states, graph.input_names, graph.output_names, graph.file)
+    return graphs
 
 
 # ----------------------------------------------------------------------------
@@ -226,21 +191,6 @@ def check_fold(model: Wavae, folded: Wavae, block: int, blocks: int = 3, tol: fl
     if not diff <= tol:
         raise ExportError(f"folding weight norm / batch norm changed the model's output by {diff:.3g} (> {tol})")
     return diff
-
-
-def default_block(cfg: Config) -> int:
-    """About 21 ms (512 samples at 24 kHz), rounded up to whole latent frames."""
-    target = round(512 * cfg.frontend.sample_rate / 24000)
-    f = cfg.frame
-    return max(1, -(-target // f)) * f
-
-
-def check_block(cfg: Config, block: int) -> None:
-    if not isinstance(block, int) or block <= 0 or block % cfg.frame:
-        raise ExportError(
-            f"block {block} is not a positive multiple of the latent frame ({cfg.frame} samples "
-            f"for preset {cfg.name!r}); try --block {default_block(cfg)}"
-        )
 
 
 def check_precision(precision: str) -> None:
@@ -266,6 +216,13 @@ def git_commit() -> str | None:
 # ----------------------------------------------------------------------------
 # the bundle
 # ----------------------------------------------------------------------------
+def export_steps(precision: str) -> int:
+    """How many times ``export_bundle`` reports ``progress`` for ``precision``: once per
+    graph exported, once per graph converted (fp16) or quantised (int8), and once
+    for int8's calibration pass (``precision`` as ``export_bundle`` accepts it)."""
+    return len(GRAPHS) * (1 if precision == "fp32" else 2) + (precision == "int8")
+
+
 def export_bundle(
     model: Wavae,
     cfg: Config,
@@ -273,7 +230,7 @@ def export_bundle(
     *,
     block: int,
     precision: str = "fp32",
-    calibration: np.ndarray | None = None,
+    calibration: np.ndarray | list[np.ndarray] | None = None,
     source: dict | None = None,
     force: bool = False,
     int8_activations: str = "int8",
@@ -282,15 +239,19 @@ def export_bundle(
     """Export ``model`` to a bundle directory ``out`` (docs/bundle.md); returns ``out``.
 
     ``calibration`` (int8 only) is real audio at the model's sample rate: one
-    signal ``[T]`` or several ``[n, T]``.  ``source`` may hold ``run`` and any
-    other provenance for the manifest.  An existing ``out`` is replaced only with
-    ``force``, and only once the new bundle is complete.  ``int8_activations``
-    is "int8" (symmetric: the Pi's ARM CPU and TensorRT) or "uint8" (the form
-    onnxruntime fuses on x86; see wavae.quantize.int8).
+    signal ``[T]``, several ``[n, T]`` or a list of signals.  ``source`` may hold
+    ``run`` and any other provenance for the manifest.  An existing ``out`` is
+    replaced only with ``force``, and only once the new bundle is complete.
+    ``int8_activations`` is "int8" (symmetric: the Pi's ARM CPU and TensorRT) or
+    "uint8" (the form onnxruntime fuses on x86; see wavae.quantize.int8).
+    ``progress`` is called ``export_steps(precision)`` times, with what comes next.
+
+    Every input is checked here, before anything is written; the CLI only maps
+    its arguments to this function.
     """
     out = Path(out)
     check_precision(precision)
-    check_block(cfg, block)
+    check_block(block, cfg.frame, cfg.frontend.sample_rate)
     if model.frame != cfg.frame or model.sample_rate != cfg.frontend.sample_rate:
         raise ExportError("the model does not match its config (frame or sample rate differ)")
     if out.exists() and not force:
@@ -298,8 +259,10 @@ def export_bundle(
     if out.exists() and not (out / MANIFEST).is_file():
         raise ExportError(f"{out} exists and is not a bundle (no {MANIFEST}); refusing to replace it even with --force")
     if precision == "int8":
-        from .int8 import check_calibration_audio
-
+        if int8_activations not in ACTIVATION_TYPES:
+            raise ExportError(
+                f"unsupported int8 activations {int8_activations!r}; choose one of {', '.join(ACTIVATION_TYPES)}"
+            )
         if calibration is None:
             raise ExportError("int8 export needs calibration audio (real audio from the training data or --calibration DIR)")
         calibration = check_calibration_audio(calibration, block)
@@ -314,17 +277,21 @@ def export_bundle(
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; a bundle is meant to be copied and read
-        specs = export_graphs(folded, block, tmp, progress)
         quant_info: dict[str, Any] | None = None
-        if precision == "int8":
-            from .int8 import quantize_bundle_graphs
-
-            quant_info = quantize_bundle_graphs(tmp, specs, calibration, activations=int8_activations, progress=progress)
-        elif precision == "fp16":
-            from .fp16 import convert_bundle_graphs
-
-            quant_info = convert_bundle_graphs(tmp, specs, progress=progress)
-        manifest = build_manifest(folded, cfg, block, precision, specs, tmp, source, quant_info)
+        if precision == "fp32":
+            graphs = export_graphs(folded, block, tmp, progress)
+        else:
+            # fp16 and int8 graphs are made from an fp32 bundle, read back as the device reads it
+            fp32 = export_fp32_bundle(folded, cfg, block, tmp / ".fp32", source, progress)
+            graphs = bundle_graphs(folded, block, tmp)
+            if precision == "int8":
+                quant_info = quantize_bundle_graphs(
+                    fp32, graphs, calibration, activations=int8_activations, progress=progress
+                )
+            else:
+                quant_info = convert_bundle_graphs(fp32, graphs, progress=progress)
+            shutil.rmtree(fp32.path)
+        manifest = build_manifest(folded, cfg, block, precision, graphs, tmp, source, quant_info)
         manifest["export"] = {"fold_max_abs_diff": fold_diff}
         atomic_write_json(tmp / MANIFEST, manifest)
         _fsync_dir(tmp)
@@ -335,16 +302,34 @@ def export_bundle(
     return out
 
 
+def export_fp32_bundle(
+    folded: Wavae,
+    cfg: Config,
+    block: int,
+    out_dir: Path,
+    source: dict | None,
+    progress: Callable[[str], None] | None = None,
+) -> Bundle:
+    """Write an fp32 bundle of an already folded model into the new folder ``out_dir``
+    and read it back with the device's reader (sizes, names and shapes checked; the
+    files were just written, so no sha256 pass)."""
+    out_dir.mkdir()
+    graphs = export_graphs(folded, block, out_dir, progress)
+    atomic_write_json(out_dir / MANIFEST, build_manifest(folded, cfg, block, "fp32", graphs, out_dir, source, None))
+    return load_bundle(out_dir, verify=False)
+
+
 def build_manifest(
     model: Wavae,
     cfg: Config,
     block: int,
     precision: str,
-    specs: dict,
+    graphs: dict[str, GraphInfo],
     bundle_dir: Path,
     source: dict | None,
     quant_info: dict | None,
 ) -> dict[str, Any]:
+    specs = {g: info.manifest_entry(bundle_dir) for g, info in graphs.items()}
     files = {}
     for spec in specs.values():
         p = bundle_dir / spec["file"]

@@ -17,10 +17,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+from wavae.device.bundle import Bundle, GraphInfo
 from wavae.errors import WavaeError
 
 from .bundle import OPSET, graph_opset
-from .int8 import _first_downstream, frontend_nodes
+from .graph import downstream, first_downstream
+from .int8 import frontend_nodes
 
 
 def fp32_encoder_nodes(proto) -> list[str]:
@@ -30,37 +32,29 @@ def fp32_encoder_nodes(proto) -> list[str]:
     if len(fe) < 2:
         return []
     mel = next(n for n in proto.graph.node if n.name == fe[1])
-    vae_conv = _first_downstream(proto, list(mel.output), "Conv")
+    vae_conv = first_downstream(proto, list(mel.output), "Conv")
     if vae_conv is None:
         return []
-    downstream = {id(vae_conv)}
-    consumers: dict[str, list[Any]] = {}
-    for n in proto.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    frontier = list(vae_conv.output)
-    while frontier:
-        for n in consumers.get(frontier.pop(), []):
-            if id(n) not in downstream:
-                downstream.add(id(n))
-                frontier.extend(n.output)
-    return [n.name for n in proto.graph.node if id(n) not in downstream]
+    half = {id(vae_conv)} | {id(n) for n in downstream(proto, list(vae_conv.output))}
+    return [n.name for n in proto.graph.node if id(n) not in half]
 
 
-def convert_graph(path: Path, keep_fp32: list[str]) -> None:
+def convert_graph(src: Path, dst: Path, keep_fp32: list[str]) -> None:
+    """Write the fp16 form of the fp32 graph ``src`` to ``dst``, the nodes ``keep_fp32`` left in float32."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    proto = onnx.load(str(path))
+    dst = Path(dst)
+    proto = onnx.load(str(src))
     half = convert_float_to_float16(proto, keep_io_types=True, node_block_list=keep_fp32)
     _toposort(half.graph)  # the converter appends its Casts at the end of the node list
     if graph_opset(half) != OPSET:
-        raise WavaeError(f"fp16 {path.name} came out with opset {graph_opset(half)}, not {OPSET}")
+        raise WavaeError(f"fp16 {dst.name} came out with opset {graph_opset(half)}, not {OPSET}")
     for vi in list(half.graph.input) + list(half.graph.output):
         if vi.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
-            raise WavaeError(f"fp16 {path.name}: I/O {vi.name} is not float32")
+            raise WavaeError(f"fp16 {dst.name}: I/O {vi.name} is not float32")
     onnx.checker.check_model(half)
-    onnx.save(half, str(path))
+    onnx.save(half, str(dst))
 
 
 def _toposort(graph) -> None:
@@ -87,20 +81,20 @@ def _toposort(graph) -> None:
 
 
 def convert_bundle_graphs(
-    bundle_dir: Path, specs: dict, progress: Callable[[str], None] | None = None
+    fp32: Bundle, out: dict[str, GraphInfo], progress: Callable[[str], None] | None = None
 ) -> dict[str, Any]:
-    """Convert the fp32 graphs in ``bundle_dir`` (being written) to fp16 in place.
-    Returns the manifest's ``quantization`` section."""
+    """Write fp16 versions of the ``fp32`` bundle's graphs to ``out``'s files (a bundle
+    being written).  Returns the manifest's ``quantization`` section."""
     import onnx
 
     kept: dict[str, list[str]] = {}
-    for g, spec in specs.items():
+    for g, info in out.items():
         if progress:
             progress(f"converting {g} to fp16")
-        path = Path(bundle_dir) / spec["file"]
-        keep = fp32_encoder_nodes(onnx.load(str(path))) if g == "encoder" else []
+        src = fp32.graph(g).file
+        keep = fp32_encoder_nodes(onnx.load(str(src))) if g == "encoder" else []
         kept[g] = keep
-        convert_graph(path, keep)
+        convert_graph(src, info.file, keep)
     return {
         "scheme": "onnxruntime.transformers.float16, keep_io_types",
         "weights": "float16",

@@ -45,11 +45,11 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from wavae.device.bundle import Bundle, GraphInfo
 from wavae.errors import WavaeError
 
-from wavae.fileio import atomic_write_json
-
-from .bundle import FORMAT, FORMAT_VERSION, MANIFEST, OPSET, BundleStreamer, graph_opset
+from .bundle import OPSET, BundleStreamer, graph_opset
+from .graph import first_downstream, producers
 
 QUANTIZED_OPS = ["Conv", "ConvTranspose", "MatMul", "Gemm"]
 ACTIVATION_TYPES = ("int8", "uint8")
@@ -95,26 +95,25 @@ def check_calibration_audio(audio: np.ndarray | list, block: int) -> list[np.nda
 
 
 def calibration_feeds(
-    fp32_bundle: Path,
+    fp32: Bundle,
     clips: list[np.ndarray],
     max_blocks: int = DEFAULT_MAX_BLOCKS,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, list[dict[str, np.ndarray]]]:
-    """Stream ``clips`` through the fp32 graphs and record every graph call's inputs.
+    """Stream ``clips`` through the fp32 bundle's graphs and record every graph call's inputs.
 
     Each clip starts from zero state, as the device does.  If there is more audio
     than ``max_blocks`` blocks, clips are shortened evenly (each keeps its start,
     so the state builds up exactly as it would live).
     """
-    streamer = BundleStreamer(fp32_bundle, check=False)
-    block = streamer.block
+    streamer = BundleStreamer(fp32)
+    block = fp32.block
     n_blocks = [c.size // block for c in clips]
     total = sum(n_blocks)
     if total > max_blocks:
         keep = max(1, max_blocks // len(clips))
         n_blocks = [min(n, keep) for n in n_blocks]
-    enc_spec = streamer.manifest["graphs"]["encoder"]
-    dec_spec = streamer.manifest["graphs"]["decoder"]
+    enc_states, dec_states = fp32.graph("encoder").states, fp32.graph("decoder").states
     feeds: dict[str, list[dict[str, np.ndarray]]] = {"encoder": [], "decoder": []}
     from tqdm import tqdm
 
@@ -124,10 +123,10 @@ def calibration_feeds(
         for i in range(n):
             x = clip[i * block : (i + 1) * block].reshape(1, 1, block)
             enc_feed = {"audio": x.copy()}
-            enc_feed.update({s["input"]: v.copy() for s, v in zip(enc_spec["states"], streamer.states["encoder"])})
+            enc_feed.update({s.input: v.copy() for s, v in zip(enc_states, streamer.states["encoder"])})
             z, _, loud = streamer.encode(x)
             dec_feed = {"z": z.copy(), "loudness": loud.copy()}
-            dec_feed.update({s["input"]: v.copy() for s, v in zip(dec_spec["states"], streamer.states["decoder"])})
+            dec_feed.update({s.input: v.copy() for s, v in zip(dec_states, streamer.states["decoder"])})
             streamer.decode(z, loud)
             feeds["encoder"].append(enc_feed)
             feeds["decoder"].append(dec_feed)
@@ -155,41 +154,23 @@ def _reader(samples: list[dict[str, np.ndarray]]):
     return FeedReader(samples)
 
 
-def _first_downstream(proto, sources: list[str], op_type: str):
-    """The first node of ``op_type`` reached breadth-first from the tensors ``sources``."""
-    consumers: dict[str, list[Any]] = {}
-    for n in proto.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    frontier, seen = list(sources), set()
-    while frontier:
-        for n in consumers.get(frontier.pop(0), []):
-            if id(n) in seen:
-                continue
-            seen.add(id(n))
-            if n.op_type == op_type:
-                return n
-            frontier.extend(n.output)
-    return None
-
-
 def frontend_nodes(proto) -> list[str]:
     """Names of the mel front-end's STFT Conv (the first Conv after ``audio``) and
     mel-filterbank MatMul (the first MatMul after that Conv)."""
-    conv = _first_downstream(proto, ["audio"], "Conv")
+    conv = first_downstream(proto, ["audio"], "Conv")
     if conv is None:
         return []
-    mel = _first_downstream(proto, list(conv.output), "MatMul")
+    mel = first_downstream(proto, list(conv.output), "MatMul")
     return [conv.name] + ([mel.name] if mel is not None else [])
 
 
 def output_conv(proto) -> list[str]:
     """The decoder's last convolution (the one feeding Tanh): it writes the audio
     itself, one channel, and nothing after it averages its rounding away."""
-    producers = {o: n for n in proto.graph.node for o in n.output}
+    writers = producers(proto)
     for n in proto.graph.node:
         if n.op_type == "Tanh":
-            p = producers.get(n.input[0])
+            p = writers.get(n.input[0])
             if p is not None and p.op_type == "Conv":
                 return [p.name]
     return []
@@ -265,7 +246,7 @@ def check_state_float(proto) -> None:
     output comes out of a DequantizeLinear."""
     import onnx
 
-    producers = {o: n for n in proto.graph.node for o in n.output}
+    writers = producers(proto)
     for vi in list(proto.graph.input) + list(proto.graph.output):
         if vi.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
             raise WavaeError(f"graph I/O {vi.name} is not float32 after quantisation")
@@ -273,14 +254,14 @@ def check_state_float(proto) -> None:
         if n.op_type == "QuantizeLinear" and any(i.startswith("state_in_") for i in n.input):
             raise WavaeError(f"state input {n.input[0]} is quantised by {n.name}; streaming state must stay float")
     for o in proto.graph.output:
-        p = producers.get(o.name)
+        p = writers.get(o.name)
         if o.name.startswith("state_out_") and p is not None and p.op_type == "DequantizeLinear":
             raise WavaeError(f"state output {o.name} is produced by {p.name} (quantised); streaming state must stay float")
 
 
 def quantize_bundle_graphs(
-    bundle_dir: Path,
-    specs: dict,
+    fp32: Bundle,
+    out: dict[str, GraphInfo],
     clips: list[np.ndarray],
     *,
     max_blocks: int = DEFAULT_MAX_BLOCKS,
@@ -289,41 +270,24 @@ def quantize_bundle_graphs(
     activations: str = "int8",
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Replace the fp32 graphs in ``bundle_dir`` (being written) by int8 ones. Returns
-    the manifest's ``quantization`` section."""
+    """Write int8 versions of the ``fp32`` bundle's graphs to ``out``'s files (a bundle
+    being written), calibrated on ``clips`` streamed through ``fp32``.  Returns the
+    manifest's ``quantization`` section.  ``activations`` is one of ``ACTIVATION_TYPES``
+    and ``clips`` passed ``check_calibration_audio`` (``export_bundle`` checks both)."""
     import onnx
 
-    if activations not in ACTIVATION_TYPES:
-        raise ValueError(f"int8 activations must be one of {ACTIVATION_TYPES}, not {activations!r}")
-    bundle_dir = Path(bundle_dir)
-    # a provisional manifest so the fp32 graphs can be streamed for calibration
-    fp32_dir = bundle_dir / ".fp32"
-    fp32_dir.mkdir()
-    try:
-        for spec in specs.values():
-            (bundle_dir / spec["file"]).rename(fp32_dir / spec["file"])
-        block = specs["encoder"]["inputs"][0]["shape"][-1]
-        atomic_write_json(
-            fp32_dir / MANIFEST,
-            {"format": FORMAT, "format_version": FORMAT_VERSION, "block": block, "graphs": specs,
-             "sample_rate": 0, "frame": 0, "latent_dim": 0, "precision": "fp32", "files": {}},
-        )
+    if progress:
+        progress("streaming calibration audio through the fp32 graphs")
+    feeds = calibration_feeds(fp32, clips, max_blocks, progress)
+    excluded: dict[str, list[str]] = {}
+    for g, info in out.items():
         if progress:
-            progress("streaming calibration audio through the fp32 graphs")
-        feeds = calibration_feeds(fp32_dir, clips, max_blocks, progress)
-        excluded: dict[str, list[str]] = {}
-        for g, spec in specs.items():
-            if progress:
-                progress(f"quantising {g} to int8")
-            src = fp32_dir / spec["file"]
-            exclude = float_nodes(g, onnx.load(str(src)), quantize_frontend)
-            excluded[g] = exclude
-            quantize_graph(src, bundle_dir / spec["file"], feeds[g], exclude=exclude, method=method,
-                           symmetric_activations=activations == "int8")
-    finally:
-        import shutil
-
-        shutil.rmtree(fp32_dir, ignore_errors=True)
+            progress(f"quantising {g} to int8")
+        src = fp32.graph(g).file
+        exclude = float_nodes(g, onnx.load(str(src)), quantize_frontend)
+        excluded[g] = exclude
+        quantize_graph(src, info.file, feeds[g], exclude=exclude, method=method,
+                       symmetric_activations=activations == "int8")
     return {
         "scheme": "onnxruntime static QDQ",
         "weights": "int8 symmetric per-channel",

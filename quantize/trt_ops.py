@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .graph import producers
+
 MATRIX_SOURCE = "onnx/onnx-tensorrt docs/operators.md @ 6d0ab7be324d02c7feb3a306b6fdbeae84f71ddc (TensorRT 8.5, opset <= 17)"
 MAX_OPSET = 17
 
@@ -152,12 +154,12 @@ def check_onnx_for_tensorrt(path: str | Path) -> list[str]:
     for n in proto.graph.node:
         if n.op_type == "Constant":
             constants.update(n.output)
-    producers = {o: n for n in proto.graph.node for o in n.output}
+    writers = producers(proto)
 
     def is_weight(name: str) -> bool:
         if name in constants:
             return True
-        p = producers.get(name)
+        p = writers.get(name)
         return p is not None and p.op_type == "DequantizeLinear" and p.input[0] in constants
 
     for n in proto.graph.node:

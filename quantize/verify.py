@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .bundle import BundleError, BundleStreamer, verify_bundle_files
+from .bundle import Bundle, BundleError, BundleStreamer, load_bundle, verify_bundle_files
 
 COUNTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Einsum")
 
@@ -197,19 +197,21 @@ def check_matches(manifest: dict[str, Any], model) -> None:
             )
 
 
-def verify(bundle: Path, model, audio: np.ndarray, threads: int = 1) -> dict[str, Any]:
-    """Stream ``audio`` (mono, model rate) through the bundle and through ``model``."""
-    bundle = Path(bundle)
-    manifest = verify_bundle_files(bundle)
+def verify(bundle: Path | Bundle, model, audio: np.ndarray, threads: int = 1) -> dict[str, Any]:
+    """Stream ``audio`` (mono, model rate) through the bundle (a path, checked here, or a
+    ``Bundle`` already checked by ``load_bundle``) and through ``model``."""
+    if not isinstance(bundle, Bundle):
+        bundle = load_bundle(bundle)
+    manifest = bundle.manifest
     check_matches(manifest, model)
-    block = int(manifest["block"])
+    block = bundle.block
     audio = pad_to_block(audio, block)
     if audio.size == 0:
         raise BundleError("the input holds no audio")
     ref = torch_reference(model.eval(), audio, block)
-    y = BundleStreamer(bundle, threads=threads, check=False).stream(audio)
+    y = BundleStreamer(bundle, threads=threads).stream(audio)
     result: dict[str, Any] = {
-        "bundle": str(bundle),
+        "bundle": str(bundle.path),
         "precision": manifest["precision"],
         "sample_rate": manifest["sample_rate"],
         "block": block,
@@ -217,7 +219,7 @@ def verify(bundle: Path, model, audio: np.ndarray, threads: int = 1) -> dict[str
         "seconds": audio.size / manifest["sample_rate"],
     }
     result.update(compare(ref, y, int(manifest.get("latency_samples") or 0), model.frontend))
-    result["macs"] = bundle_macs(bundle, manifest)
+    result["macs"] = bundle_macs(bundle.path, manifest)
     files = {k: v["bytes"] for k, v in manifest["files"].items()}
     result["bytes"] = {**files, "total": sum(files.values())}
     return result

@@ -18,7 +18,7 @@ import pytest
 
 from wavae.device.backends import BackendError, make_backend
 from wavae.device.backends.tensorrt import gpu_present
-from wavae.device.bundle import BundleError, load_bundle
+from wavae.device.bundle import BundleError, graph_contract, load_bundle
 
 B, FRAME, D, RATE = 8, 4, 3, 16000
 NF = B // FRAME
@@ -152,6 +152,14 @@ def test_reads_a_valid_bundle(fake):
     assert b.graph("decoder").states[0].shape == (2,)
     with pytest.raises(BundleError, match="no graph 'vocoder'"):
         b.graph("vocoder")
+
+
+def test_graph_contract_is_what_the_manifest_lists_and_the_reader_returns(fake):
+    """One definition of the graph I/O: written as the manifest's graphs, read back whole."""
+    contract = graph_contract(B, FRAME, D, {"encoder": [(1, 1, 3)], "decoder": [(2,)]}, root=fake)
+    manifest = json.loads((fake / "manifest.json").read_text())
+    assert {g: info.manifest_entry(fake) for g, info in contract.items()} == manifest["graphs"]
+    assert load_bundle(fake).graphs == contract
 
 
 @pytest.mark.parametrize("io_binding", [True, False])

@@ -11,9 +11,10 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from wavae.blocks import BlockSizeError
 from wavae.fileio import file_sha256
 from wavae.quantize.bundle import MANIFEST, BundleError, BundleStreamer, graph_opset, verify_bundle_files
-from wavae.quantize.export import ExportError, export_bundle
+from wavae.quantize.export import ExportError, export_bundle, export_steps
 from wavae.quantize.fold import fold_model
 from wavae.train.config import resolve
 from wavae.train.factory import build_model
@@ -166,13 +167,40 @@ def test_interrupted_export_leaves_nothing_behind(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_progress_steps_are_counted_and_every_manifest_written_is_real(tmp_path, precision):
+    """The CLI's progress bar total comes from export_steps; the fp16/int8 graphs are made
+    from an fp32 bundle whose manifest is a real one (no placeholder rate or frame)."""
+    torch.manual_seed(0)
+    cfg = resolve("tiny")
+    model = build_model(cfg).eval()
+    steps, seen = [], []
+
+    def progress(step: str) -> None:
+        steps.append(step)
+        for m in tmp_path.rglob(MANIFEST):
+            seen.append(json.loads(m.read_text()))
+
+    calibration = _noise(16 * cfg.frame, seed=3) if precision == "int8" else None
+    out = export_bundle(model, cfg, tmp_path / "b", block=2 * cfg.frame, precision=precision,
+                        calibration=calibration, progress=progress)
+    assert len(steps) == export_steps(precision)
+    if precision != "fp32":
+        assert seen  # the fp32 bundle the graphs are made from
+    for m in seen:
+        assert (m["sample_rate"], m["frame"], m["block"]) == (cfg.frontend.sample_rate, cfg.frame, 2 * cfg.frame)
+    assert [p.name for p in tmp_path.iterdir()] == ["b"] and sorted(p.name for p in out.iterdir()) == [
+        "decoder.onnx", "encoder.onnx", MANIFEST,
+    ]
+
+
 def test_bad_precision_and_block_are_refused_and_nothing_is_written(tmp_path):
     torch.manual_seed(0)
     cfg = resolve("tiny")
     model = build_model(cfg).eval()
     with pytest.raises(ExportError, match="unsupported precision 'int4'"):
         export_bundle(model, cfg, tmp_path / "a", block=cfg.frame, precision="int4")
-    with pytest.raises(ExportError, match="multiple of the latent frame"):
+    with pytest.raises(BlockSizeError, match="multiple of the latent frame"):
         export_bundle(model, cfg, tmp_path / "b", block=cfg.frame + 1)
     with pytest.raises(ExportError, match="calibration"):
         export_bundle(model, cfg, tmp_path / "c", block=cfg.frame, precision="int8")

@@ -17,6 +17,7 @@ import math
 
 import numpy as np
 
+from wavae.blocks import check_block
 from wavae.device.audio_file import AudioReader, AudioWriter
 from wavae.errors import WavaeError
 from wavae.paths import input_dir
@@ -50,7 +51,7 @@ class Reconstructor:
     def __init__(self, model, block: int) -> None:
         import torch
 
-        model.check_block(block)
+        check_block(block, model.frame, model.sample_rate, live=False)
         self.model, self.block = model, block
         self._torch = torch
         self._pending = np.zeros(0, np.float32)
@@ -154,7 +155,7 @@ def main(args: argparse.Namespace) -> int:
     AudioWriter(dst, 1, 1, inputs=(src,))  # so does a bad output (nothing is created yet)
     cfg, model, _ = load_run(run, require_vocoder=True)
     if args.block is not None:
-        model.check_block(args.block)
+        check_block(args.block, model.frame, model.sample_rate, live=False)
     block = args.block if args.streaming and args.block else (
         model.frame if args.streaming else offline_block(model.frame, model.sample_rate))
     n_in, n_out = reconstruct_file(model, src, dst, block)

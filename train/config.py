@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from wavae.blocks import default_block
 from wavae.errors import WavaeError
 
 
@@ -108,6 +109,11 @@ class Config:
     def frame(self) -> int:
         """Audio samples per latent frame: the model's smallest streaming block."""
         return self.frontend.hop * self.latent_stride
+
+    @property
+    def default_block(self) -> int:
+        """The export's default streaming block: about 21 ms in whole latent frames."""
+        return default_block(self.frame, self.frontend.sample_rate)
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))

@@ -14,17 +14,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from wavae.errors import WavaeError
+from wavae.blocks import check_block
 
 from .frontend import MelFrontend
 from .loudness import FrameLoudness, LoudnessClassifier, LoudnessFlattener
 from .melgan import Generator
 from .streaming import State, chain_lookahead
 from .vae import Decoder, Encoder
-
-
-class BlockSizeError(WavaeError, ValueError):
-    """A streaming block the model cannot serve (not a whole number of latent frames)."""
 
 
 class Wavae(nn.Module):
@@ -132,15 +128,9 @@ class Wavae(nn.Module):
         audio, s_voc = self.vocoder.step(mel, state[nd:])
         return audio, s_dec + s_voc
 
-    def check_block(self, block: int) -> None:
-        if block <= 0 or block % self.frame:
-            raise BlockSizeError(
-                f"block {block} is not a positive multiple of the latent frame ({self.frame} samples)"
-            )
-
     def stream(self, audio: Tensor, block: int) -> Tensor:
         """Reconstruct ``audio`` block by block from zero state (length a multiple of block)."""
-        self.check_block(block)
+        check_block(block, self.frame, self.sample_rate, live=False)
         if audio.shape[-1] % block:
             raise ValueError(f"length {audio.shape[-1]} is not a multiple of block {block}")
         es = self.init_encoder_state(audio.shape[0])

@@ -29,7 +29,7 @@ from wavae.errors import WavaeError
 if TYPE_CHECKING:
     from wavae.device.bundle import Bundle
 
-BACKENDS = ("onnxruntime", "tensorrt")
+BACKENDS = ("onnxruntime", "tensorrt")  # the one list of backend names: configs, CLIs and make_backend
 
 
 class BackendError(WavaeError, RuntimeError):
@@ -86,8 +86,8 @@ class Backend:
 
 
 def make_backend(bundle: "Bundle", kind: str = "onnxruntime", threads: int = 1, **options) -> Backend:
-    """Create the backend ``kind`` for ``bundle`` (sessions built and warmed up once)."""
-    if kind in (None, "onnxruntime", "onnx", "ort"):
+    """Create the backend ``kind`` (one of ``BACKENDS``) for ``bundle`` (sessions built and warmed up once)."""
+    if kind == "onnxruntime":
         from .onnx import OnnxBackend
 
         return OnnxBackend(bundle, threads=threads, **options)
