@@ -276,7 +276,7 @@ def test_reconstruct_keeps_the_input_and_handles_tiny_and_odd_inputs(tmp_path, t
     r = wavae(trained_tiny_run, one, tmp_path / "o.wav")
     assert r.returncode == 1 and "too short" in r.stderr and "Traceback" not in r.stderr
 
-    for bad, msg in ((["--block", "0"], "not a positive multiple"),):
+    for bad, msg in ((["--block", "0"], "must be a positive multiple"),):
         r = wavae(trained_tiny_run, src, tmp_path / "o2.wav", "--streaming", *bad)
         assert r.returncode == 1 and msg in r.stderr
     r = wavae(src, src, tmp_path / "o3.wav")  # a file given as the run
