@@ -19,14 +19,14 @@ from conftest import synth_audio
 from wavae.cli import main as wavae_main
 from wavae.quantize.bundle import MANIFEST
 from wavae.quantize.export import export_bundle
-from wavae.quantize.tensorrt import gpu_device_nodes
+from wavae.device.backends.cuda import gpu_present
 from wavae.quantize.trt_ops import check_bundle_for_tensorrt, check_onnx_for_tensorrt, prepare_for_tensorrt
 from wavae.train.config import resolve
 from wavae.train.factory import build_model
 
 torch.set_num_threads(1)
 
-HAS_GPU = bool(gpu_device_nodes())
+HAS_GPU = gpu_present()[0]
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None  # looks, does not import
 
 
@@ -127,7 +127,8 @@ NO_ENGINE_REASON = (
 @pytest.mark.gpu
 @pytest.mark.skipif(not (HAS_GPU and HAS_TRT), reason=NO_ENGINE_REASON)
 def test_engines_build_and_rebuild_when_the_fingerprint_changes(tiny_bundle, int8_bundle, tmp_path):
-    from wavae.quantize.tensorrt import FINGERPRINT, build_bundle_engines
+    from wavae.device.backends.tensorrt import FINGERPRINT
+    from wavae.quantize.tensorrt import build_bundle_engines
 
     for src, kw in ((tiny_bundle, {}), (tiny_bundle, {"fp16": True}), (int8_bundle, {"int8": True})):
         b = tmp_path / f"{src.name}-{'-'.join(kw) or 'default'}"
