@@ -298,10 +298,12 @@ class _TrtGraph:
         self.graphs = [None, None]
 
     def release(self) -> None:
-        """Destroy the CUDA graphs, then TensorRT's context and engine (with the CUDA context current)."""
+        """Destroy the CUDA graphs, then TensorRT's context and engine (with the CUDA context current);
+        the events go with the binding's own references."""
         self.drop_graphs()
         self.ctx = None
         self.engine = None
+        self._ev = ()
 
 
 class TensorRTBackend(Backend):
@@ -439,10 +441,9 @@ class TensorRTBackend(Backend):
         if cuda is None:
             return
         try:
-            with cuda.current():
-                for g in self._graphs.values():
-                    g.release()
-                self._graphs.clear()
+            with cuda.current():  # TensorRT and pycuda free their objects with the context current
+                for name in list(self._graphs):
+                    self._graphs.pop(name).release()
                 self._runtime = None
         finally:
             cuda.close()
