@@ -95,22 +95,29 @@ def main(args: argparse.Namespace) -> int:
 
 
 def run_file(args: argparse.Namespace) -> int:
-    from .audio_file import read_wav, write_wav_atomic
+    from .audio_file import read_wav
     from .backends import make_backend
     from .bundle import load_bundle
     from .controls import Controls, ControlScript
-    from .engine import Engine
 
     period = DEFAULT_PERIOD if args.period is None else args.period
     threads = 1 if args.threads is None else args.threads
     bundle = load_bundle(args.bundle)
     audio, rate = read_wav(args.input)
-    channels = audio.shape[1]
     controls = Controls(bundle.latent_dim)
     if args.set_controls:
         controls.update(parse_set(args.set_controls))
     script = ControlScript.load(args.controls, controls) if args.controls else None
-    backend = make_backend(bundle, args.backend or "onnxruntime", threads=threads)
+    with make_backend(bundle, args.backend or "onnxruntime", threads=threads) as backend:  # closed on every path
+        return _render(args, bundle, backend, audio, rate, controls, script, period)
+
+
+def _render(args, bundle, backend, audio, rate, controls, script, period) -> int:
+    """Play ``audio`` through the engine on ``backend`` and write the output (run_file closes the backend)."""
+    from .audio_file import write_wav_atomic
+    from .engine import Engine
+
+    channels = audio.shape[1]
     engine = Engine(
         bundle,
         backend,
