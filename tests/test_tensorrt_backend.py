@@ -202,6 +202,17 @@ def test_pycuda_context_stack_is_empty_after_every_call(rig, built):
     assert rig.balanced()
 
 
+def test_a_pycuda_error_while_opening_is_a_backend_error_with_nothing_pushed(rig):
+    def no_stream(flags=0):
+        rig.driver._need_context("Stream")
+        raise rig.driver.LogicError("cuStreamCreate failed: out of memory")
+
+    rig.driver.Stream = no_stream
+    with pytest.raises(BackendError, match="CUDA \\(pycuda\\) failed: cuStreamCreate failed: out of memory"):
+        PyCuda(rig.driver)
+    assert rig.driver.depth() == 0 and rig.gpu.count("push") == rig.gpu.count("pop") == 1
+
+
 @pytest.mark.parametrize("binding", BINDINGS)
 def test_steps_on_the_inference_thread_make_the_context_current_there(rig, built, binding):
     be = rig.backend(built, binding)
