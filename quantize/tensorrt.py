@@ -7,40 +7,52 @@
                                       ONNX and of each plan
 
 Engines are not portable between TensorRT versions or GPUs, so a plan whose
-fingerprint differs from this machine's is rebuilt.
+fingerprint differs from this machine's is rebuilt.  The fingerprint, its
+comparison and the plan layout are the device's (``wavae.device.backends.tensorrt``):
+the backend refuses at run time exactly the plans this module would rebuild.
 
 Safety: TensorRT is imported only after ``require_gpu`` has found a CUDA GPU
 (calling it without one can crash the process), and only from the system: it
 comes with JetPack (``python3-libnvinfer``), never from pip.
 
+Precision and typing (``build_settings``):
+
+* fp32: no reduced precision, and TF32 cleared (TensorRT enables it by
+  default; Orin's tensor cores would then round fp32 matmuls and convolutions
+  to a 10-bit mantissa, and fp32 plans would no longer match onnxruntime).
+* an fp16 bundle (mixed-precision ONNX whose front-end is fp32): a strongly
+  typed network where TensorRT has them (9 and later), so the ONNX's types are
+  kept and the mel front-end stays fp32.  TensorRT 8.6 builds it weakly typed
+  with the FP16 flag.
+* ``--fp16`` on an fp32 bundle, and int8 (explicit Q/DQ): weakly typed, with
+  the FP16 (and INT8) builder flags: TensorRT picks per layer.
+* TensorRT 11 removes the precision flags and builds every network strongly
+  typed: precision then comes from the ONNX alone, so fp32, fp16 and int8
+  bundles build as they are and ``--fp16`` on an fp32 bundle is refused.
+
 The TensorRT 10 API is used where it differs (explicit batch is the default,
-``set_memory_pool_limit``, ``build_serialized_network``); TensorRT 8.5/8.6
-(JetPack 5) get the explicit-batch flag.
+``set_memory_pool_limit``, ``build_serialized_network``); TensorRT 8.5/8.6 get
+the explicit-batch flag.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any, Callable
 
-from wavae.errors import WavaeError
-
-from wavae.fileio import atomic_write_bytes, atomic_write_json, file_sha256
-
-from .bundle import verify_bundle_files
-
-ENGINES = "engines"
-FINGERPRINT = "fingerprint.json"
-GPU_DEVICE_NODES = (
-    "/dev/nvidia0",  # desktop / server GPUs
-    "/dev/nvhost-ctrl-gpu",  # Jetson (JetPack 4/5)
-    "/dev/nvhost-gpu",
-    "/dev/nvgpu/igpu0/ctrl",  # Jetson Orin (JetPack 6)
+from wavae.device.backends import BackendError
+from wavae.device.backends.cuda import gpu_info, gpu_present
+from wavae.device.backends.tensorrt import (
+    fingerprint,
+    fingerprint_path,
+    import_tensorrt,
+    onnx_sha256,
+    plan_problems,
+    read_fingerprints,
 )
+from wavae.device.bundle import BundleError, load_bundle
+from wavae.errors import WavaeError
+from wavae.fileio import atomic_write_bytes, atomic_write_json, file_sha256
 
 
 class TensorRTError(WavaeError, RuntimeError):
@@ -48,112 +60,17 @@ class TensorRTError(WavaeError, RuntimeError):
 
 
 # ----------------------------------------------------------------------------
-# is there a GPU, and TensorRT?
+# is there a GPU?
 # ----------------------------------------------------------------------------
-def gpu_device_nodes() -> list[str]:
-    return [p for p in GPU_DEVICE_NODES if os.path.exists(p)]
-
-
 def require_gpu() -> None:
     """Refuse, before anything touches TensorRT or CUDA, when no CUDA GPU is visible."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
-        raise TensorRTError("no CUDA GPU: CUDA_VISIBLE_DEVICES hides every GPU; TensorRT engines need the Jetson's GPU")
-    if not gpu_device_nodes():
+    ok, why = gpu_present()
+    if not ok:
         raise TensorRTError(
-            "no CUDA GPU found on this machine (none of "
-            + ", ".join(GPU_DEVICE_NODES)
-            + " exists). TensorRT engines are built on the Jetson that runs them; "
+            f"no CUDA GPU on this machine: {why}. TensorRT engines are built on the Jetson that runs them; "
             "copy the bundle there and run `wavae engine BUNDLE` on it. "
             "On a CPU device (Raspberry Pi) the bundle's ONNX runs in onnxruntime without engines."
         )
-
-
-def import_tensorrt():
-    """The system TensorRT (JetPack); call ``require_gpu`` first."""
-    try:
-        import tensorrt as trt  # noqa: PLC0415 - imported only on a GPU machine
-    except ImportError as e:
-        raise TensorRTError(
-            "TensorRT's Python bindings are not installed. TensorRT comes with JetPack on a Jetson "
-            "(`sudo apt install nvidia-jetpack`, or python3-libnvinfer); it is never installed from pip. "
-            "If wavae runs in a virtual environment, create it with --system-site-packages so it sees "
-            f"JetPack's tensorrt module. ({e})"
-        ) from e
-    return trt
-
-
-def gpu_info() -> dict[str, str]:
-    """GPU name and compute capability, from whichever source this machine has."""
-    try:  # cuda-python (JetPack 6 ships it)
-        from cuda import cudart  # noqa: PLC0415
-
-        err, props = cudart.cudaGetDeviceProperties(0)
-        if int(err) == 0:
-            name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
-            return {"name": name.strip("\x00"), "compute_capability": f"{props.major}.{props.minor}"}
-    except ImportError:
-        pass
-    try:
-        import pycuda.driver as drv  # noqa: PLC0415
-
-        drv.init()
-        dev = drv.Device(0)
-        major, minor = dev.compute_capability()
-        return {"name": dev.name(), "compute_capability": f"{major}.{minor}"}
-    except ImportError:
-        pass
-    if shutil.which("nvidia-smi"):
-        r = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=20,
-        )
-        if r.returncode == 0 and r.stdout.strip():
-            name, _, cc = r.stdout.strip().splitlines()[0].partition(",")
-            return {"name": name.strip(), "compute_capability": cc.strip()}
-    model = Path("/proc/device-tree/model")
-    if model.is_file():  # a Jetson without cuda-python: the board names the GPU
-        return {"name": model.read_text(errors="replace").strip("\x00\n "), "compute_capability": "unknown"}
-    return {"name": "unknown", "compute_capability": "unknown"}
-
-
-# ----------------------------------------------------------------------------
-# fingerprint
-# ----------------------------------------------------------------------------
-def fingerprint(trt_version: str, gpu: dict[str, str], precision: str, onnx_sha: dict[str, str]) -> dict[str, Any]:
-    return {
-        "tensorrt": trt_version,
-        "gpu": gpu.get("name"),
-        "compute_capability": gpu.get("compute_capability"),
-        "precision": precision,
-        "onnx_sha256": dict(sorted(onnx_sha.items())),
-    }
-
-
-def read_fingerprint(engines: Path) -> dict[str, Any] | None:
-    path = engines / FINGERPRINT
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-
-
-def plan_name(graph: str, precision: str) -> str:
-    return f"{graph}.{precision}.plan"
-
-
-def engines_up_to_date(bundle: Path, want: dict[str, Any], graphs: list[str]) -> bool:
-    """Plans for ``want["precision"]`` exist, are intact, and were built under ``want``."""
-    engines = Path(bundle) / ENGINES
-    entry = (read_fingerprint(engines) or {}).get(want["precision"])
-    if not isinstance(entry, dict) or entry.get("fingerprint") != want:
-        return False
-    for g in graphs:
-        plan = engines / plan_name(g, want["precision"])
-        if not plan.is_file() or file_sha256(plan) != entry.get("plan_sha256", {}).get(g):
-            return False
-    return True
 
 
 # ----------------------------------------------------------------------------
@@ -187,7 +104,29 @@ def parser_errors(parser, onnx_node_names: list[str]) -> list[str]:
     return out
 
 
-def build_engine(trt, onnx_path: Path, precision: str, workspace_mb: int = 1024) -> bytes:
+def build_settings(trt, bundle_precision: str, precision: str) -> dict[str, Any]:
+    """How to build ``precision`` plans from a ``bundle_precision`` bundle with this TensorRT
+    (see the module docstring): network creation flags, builder flags to set and to clear."""
+    major = int(str(trt.__version__).split(".")[0])
+    creation = trt.NetworkDefinitionCreationFlag
+    network_flags = 0 if major >= 10 else 1 << int(creation.EXPLICIT_BATCH)
+    clear = ["TF32"] if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32") else []
+    onnx_typed = precision == bundle_precision  # the ONNX itself carries this precision
+    if not hasattr(trt.BuilderFlag, "FP16"):  # TensorRT 11+: every network is strongly typed
+        if not onnx_typed:
+            raise TensorRTError(
+                f"TensorRT {trt.__version__} builds only strongly typed networks, whose precision is the ONNX's: "
+                f"export an fp16 bundle (`wavae export RUN --precision fp16 --out BUNDLE`) and build it without --fp16"
+            )
+        return {"network_flags": network_flags, "set": [], "clear": clear, "strongly_typed": True}
+    if precision == "fp16" and onnx_typed and hasattr(creation, "STRONGLY_TYPED"):
+        network_flags |= 1 << int(creation.STRONGLY_TYPED)  # keeps the bundle's fp32 front-end in fp32
+        return {"network_flags": network_flags, "set": [], "clear": clear, "strongly_typed": True}
+    set_ = {"fp32": [], "fp16": ["FP16"], "int8": ["FP16", "INT8"]}[precision]  # int8 layers may fall back to fp16
+    return {"network_flags": network_flags, "set": set_, "clear": clear, "strongly_typed": False}
+
+
+def build_engine(trt, onnx_path: Path, settings: dict[str, Any], workspace_mb: int = 1024) -> bytes:
     """Parse one ONNX graph and build a serialized engine; errors listed per ONNX node."""
     import onnx
 
@@ -197,19 +136,17 @@ def build_engine(trt, onnx_path: Path, precision: str, workspace_mb: int = 1024)
     node_names = [n.name for n in proto.graph.node]
     logger = _logger(trt)
     builder = trt.Builder(logger)
-    major = int(trt.__version__.split(".")[0])
-    flags = 0 if major >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    network = builder.create_network(flags)
+    network = builder.create_network(settings["network_flags"])
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(proto.SerializeToString()):
         lines = parser_errors(parser, node_names) or logger.messages
         raise TensorRTError(f"TensorRT could not parse {onnx_path.name}:\n  " + "\n  ".join(lines))
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
-    if precision in ("fp16", "int8"):
-        config.set_flag(trt.BuilderFlag.FP16)  # int8 layers may fall back to fp16, not fp32
-    if precision == "int8" and hasattr(trt.BuilderFlag, "INT8"):
-        config.set_flag(trt.BuilderFlag.INT8)  # explicit Q/DQ: no calibrator
+    for flag in settings["set"]:
+        config.set_flag(getattr(trt.BuilderFlag, flag))  # explicit Q/DQ for INT8: no calibrator
+    for flag in settings["clear"]:
+        config.clear_flag(getattr(trt.BuilderFlag, flag))
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise TensorRTError(
@@ -241,42 +178,51 @@ def build_bundle_engines(
     force: bool = False,
     workspace_mb: int = 1024,
     progress: Callable[[str], None] | None = None,
+    tensorrt=None,
+    gpu: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Build (or keep, when the fingerprint matches) the engines of ``bundle``.
+    """Build (or keep, when the fingerprint matches and the plans are intact) the engines of ``bundle``.
 
-    Returns ``{"rebuilt": bool, "fingerprint": {...}, "plans": {graph: path}}``.
+    ``tensorrt`` (the module) and ``gpu`` (``gpu_info()``) are found on this machine
+    when not given; the tests pass fakes.  Returns
+    ``{"rebuilt": bool, "fingerprint": {...}, "plans": {graph: path}}``.
     """
     from .trt_ops import check_bundle_for_tensorrt
 
-    bundle = Path(bundle)
-    manifest = verify_bundle_files(bundle)
-    precision = engine_precision(manifest["precision"], fp16, int8)
-    problems = check_bundle_for_tensorrt(bundle)
+    b = load_bundle(bundle)
+    precision = engine_precision(b.precision, fp16, int8)
+    problems = check_bundle_for_tensorrt(b.path)
     if problems:
         raise TensorRTError("the bundle's graphs are not TensorRT-ready:\n  " + "\n  ".join(problems))
 
-    require_gpu()  # before TensorRT is imported: without a GPU it can crash the process
-    trt = import_tensorrt()
-    graphs = list(manifest["graphs"])
-    # verify_bundle_files just checked every file against these
-    onnx_sha = {g: manifest["files"][manifest["graphs"][g]["file"]]["sha256"] for g in graphs}
-    want = fingerprint(trt.__version__, gpu_info(), precision, onnx_sha)
-    engines = bundle / ENGINES
-    plans = {g: str(engines / plan_name(g, precision)) for g in graphs}
-    if not force and engines_up_to_date(bundle, want, graphs):
-        return {"rebuilt": False, "fingerprint": want, "plans": plans}
+    if tensorrt is None:
+        require_gpu()  # before TensorRT is imported: without a GPU it can crash the process
+        try:
+            tensorrt = import_tensorrt()
+        except BackendError as e:
+            raise TensorRTError(str(e)) from e
+    trt = tensorrt
+    settings = build_settings(trt, b.precision, precision)
+    want = fingerprint(trt.__version__, gpu_info() if gpu is None else gpu, precision, onnx_sha256(b))
+    plans = {g: b.engine_file(g, precision) for g in b.graphs}
+    try:
+        record = read_fingerprints(b)
+    except BundleError:
+        record = {}  # unreadable: everything is rebuilt and the record rewritten
+    if not force and not plan_problems(b, precision, want, record):
+        return {"rebuilt": False, "fingerprint": want, "plans": {g: str(p) for g, p in plans.items()}}
 
-    engines.mkdir(exist_ok=True)
-    for g in graphs:
+    fingerprint_path(b).parent.mkdir(exist_ok=True)
+    for g, spec in b.manifest["graphs"].items():
         if progress:
             progress(f"building {g} engine ({precision})")
-        plan = build_engine(trt, bundle / manifest["graphs"][g]["file"], precision, workspace_mb)
-        atomic_write_bytes(plans[g], plan)
-    record = read_fingerprint(engines) or {}
+        atomic_write_bytes(plans[g], build_engine(trt, b.path / spec["file"], settings, workspace_mb))
     record[precision] = {
         "fingerprint": want,
-        "plans": {g: Path(p).name for g, p in plans.items()},
-        "plan_sha256": {g: file_sha256(Path(p)) for g, p in plans.items()},
+        "strongly_typed": settings["strongly_typed"],
+        "plans": {g: p.name for g, p in plans.items()},
+        "plan_sha256": {g: file_sha256(p) for g, p in plans.items()},
     }
-    atomic_write_json(engines / FINGERPRINT, record)
-    return {"rebuilt": True, "fingerprint": want, "plans": plans}
+    atomic_write_json(fingerprint_path(b), record)
+    return {"rebuilt": True, "fingerprint": want, "plans": {g: str(p) for g, p in plans.items()}}
+
