@@ -186,9 +186,4 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-if __name__ == "__main__":  # pragma: no cover
-    from wavae.cli import main as _main
-
-    sys.exit(_main(["profile", *sys.argv[1:]]))
-
 __all__ = ["add_arguments", "check_backend", "main"]

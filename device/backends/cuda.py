@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import BackendError
+from .base import BackendError
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from wavae.device.bundle import Bundle, BundleError, GraphInfo
 
-from . import Backend, BackendError
+from .base import Backend, BackendError
 
 
 def _ort_load_errors() -> tuple[type[BaseException], ...]:

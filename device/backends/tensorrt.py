@@ -52,7 +52,7 @@ import numpy as np
 from wavae.device.bundle import Bundle, BundleError, GraphInfo
 from wavae.fileio import file_sha256
 
-from . import Backend, BackendError
+from .base import Backend, BackendError
 from .cuda import CudaBinding, gpu_present, open_cuda
 
 log = logging.getLogger(__name__)
