@@ -42,7 +42,7 @@ from wavae.signals import harmonic_notes
 from .backends import make_backend
 from .bundle import load_bundle
 from .config import AudioConfig
-from .engine import Engine
+from .instrument import Instrument, InstrumentSpec
 from .latency import declared_latency, latency_budget, latency_summary, measure_latency
 from .machine import memory_mib, process_age_s
 from .report import (
@@ -74,7 +74,8 @@ class ProfileConfig:
     device_rate: int | None
     prefill_periods: int = DEFAULT_PREFILL_PERIODS
     bundle: Any = None
-    backend: Any = None  # the engine's
+    instrument: Any = None  # the Instrument the engine timing plays
+    backend: Any = None  # the instrument's
     graph_backend: Any = None  # a second instance for graph timing
     engine: Any = None
     load_s: float | None = None
@@ -173,9 +174,9 @@ def profile(
         return collect(configs, settings, startup, rss_before, warnings)
     finally:
         for c in configs:
-            for be in (c.backend, c.graph_backend):
-                if hasattr(be, "close"):
-                    be.close()
+            for part in (c.instrument, c.graph_backend):
+                if part is not None:
+                    part.close()
 
 
 def plan(
@@ -218,10 +219,10 @@ def load(configs: list[ProfileConfig], t_import: float | None, say: Callable[[st
         say(f"loading {c.id}: {c.bundle_path.name}, {c.threads} thread(s), period {c.period}")
         before = memory_mib()["rss_mib"]
         t0 = time.perf_counter()
-        if i:  # the first configuration's bundle was read by `plan`; load the others within the timing
-            c.bundle = load_bundle(c.bundle_path)
-        c.backend = make_backend(c.bundle, kind=c.backend_kind, threads=c.threads)
-        c.engine = Engine(c.bundle, c.backend, device_rate=c.device_rate, period=c.period, channels_in=1, channels_out=1)
+        c.instrument = Instrument.open(InstrumentSpec(
+            bundle=c.bundle_path, backend=c.backend_kind, threads=c.threads, device_rate=c.device_rate,
+            period=c.period, source="wavae profile"))
+        c.bundle, c.backend, c.engine = c.instrument.bundle, c.instrument.backend, c.instrument.engine
         c.load_s = time.perf_counter() - t0
         c.first_block_ms = first_model_block_ms(c.engine, c.period)
         if i == 0:
