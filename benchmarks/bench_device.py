@@ -33,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 from wavae.device.machine import cpu_name  # noqa: E402
+from wavae.progress import track  # noqa: E402
 from wavae.signals import harmonic_notes as notes  # noqa: E402
 OUT = ROOT / "docs" / "benchmarks" / "device.md"
 CACHE = Path(os.environ.get("WAVAE_BENCH_CACHE", Path(tempfile.gettempdir()) / "wavae-bench-device"))
@@ -188,11 +189,6 @@ def main(argv=None) -> int:
 
 def measure(a, precisions, n, repeats) -> dict:
     bundles = export_bundles(a.run, precisions)
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover
-        def tqdm(x, **_):
-            return x
     configs = [(label, preset, block, prec, th, {}) for label, preset, block in BLOCKS for prec in precisions
                for th in (1, 2)]
     # I/O binding and thread spinning, at the seed's configuration
@@ -203,7 +199,7 @@ def measure(a, precisions, n, repeats) -> dict:
     # round robin: each repeat visits every configuration, so a burst of outside load
     # spoils one repeat of several configurations rather than all repeats of one
     jobs = [(r, i) for r in range(repeats) for i in range(len(configs))]
-    for r, i in tqdm(jobs, desc="timing", unit="run"):
+    for r, i in track(jobs, "timing", "run"):
         label, preset, block, prec, th, kw = configs[i]
         results[i].append(run_timing(bundles[(preset, block, prec)], th, n, **kw))
     rows = []

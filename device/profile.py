@@ -27,16 +27,15 @@ budget), ``report`` (the schema, the builders both modes share, the files).
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from wavae.blocks import check_block
+from wavae.progress import Progress
 from wavae.signals import harmonic_notes
 
 from .backends import make_backend
@@ -281,8 +280,7 @@ def time_interleaved(
     say(f"timing {len(configs)} configuration(s), {seconds:g} s of audio each, interleaved")
     bar = None
     if show_bar:
-        bar = tqdm(total=len(configs) * 2 * seconds, unit="audio s", desc="profile", file=sys.stderr,
-                   dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} audio s [{elapsed}<{remaining}]")
+        bar = Progress(len(configs) * 2 * seconds, "profile", "audio s")
     while not all(c.engine_timer.finished and c.graph_timer.finished for c in configs):
         for c in configs:
             et, gt = c.engine_timer, c.graph_timer

@@ -16,15 +16,7 @@ from typing import Any
 import numpy as np
 
 from wavae.device.backends import make_backend
-from wavae.device.bundle import (  # noqa: F401  (re-exported for the desktop side)
-    FORMAT,
-    FORMAT_VERSION,
-    MANIFEST,
-    Bundle,
-    BundleError,
-    load_bundle,
-    read_manifest,
-)
+from wavae.device.bundle import Bundle, BundleError, load_bundle
 
 OPSET = 17
 

@@ -13,6 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
+from wavae.progress import Progress
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", type=Path, help="bundle directory (from `wavae export`)")
@@ -40,9 +42,7 @@ def main(args: argparse.Namespace) -> int:
             raise TensorRTError(f"{len(problems)} problem(s) for TensorRT (listed above)")
         return 0
 
-    from tqdm import tqdm
-
-    bar = tqdm(total=2, desc="engine", unit="graph")
+    bar = Progress(2, "engine", "graph")
 
     def progress(msg: str) -> None:
         bar.set_description(msg)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from wavae.errors import WavaeError
+from wavae.progress import Progress, track
 
 from wavae.device.bundle import MANIFEST, PRECISIONS
 
@@ -69,8 +69,6 @@ def calibration_folder(run: Path, folder: Path | None, ckpt: dict) -> Path:
 def calibration_audio(folder: Path, sample_rate: int, files: int = CALIBRATION_FILES,
                       seconds: float = CALIBRATION_SECONDS, show: bool = True) -> list[np.ndarray]:
     """Up to ``files`` audio files spread evenly over ``folder``, each cut to ``seconds``."""
-    from tqdm import tqdm
-
     from wavae.train.data import AudioError, find_audio, load_audio
 
     folder = Path(folder)
@@ -81,7 +79,7 @@ def calibration_audio(folder: Path, sample_rate: int, files: int = CALIBRATION_F
         raise CalibrationSourceError(f"no audio files in {folder}; int8 needs real audio to calibrate on")
     idx = np.unique(np.linspace(0, len(found) - 1, min(files, len(found))).round().astype(int))
     clips, skipped = [], []
-    for i in tqdm(idx, desc="loading calibration audio", unit="file", disable=not show, leave=False):
+    for i in track(idx, "loading calibration audio", "file", enabled=show):
         try:  # an unreadable file is skipped, as training skips it
             x = load_audio(found[i], sample_rate)
         except AudioError as e:
@@ -96,8 +94,6 @@ def calibration_audio(folder: Path, sample_rate: int, files: int = CALIBRATION_F
 
 def main(args: argparse.Namespace) -> int:
     """Map the arguments to ``export_bundle``, which checks them all."""
-    from tqdm import tqdm
-
     from wavae.train.checkpoint import load_run
 
     from .export import export_bundle, export_steps
@@ -113,7 +109,7 @@ def main(args: argparse.Namespace) -> int:
     def progress(msg: str) -> None:
         nonlocal bar
         if bar is None:  # the first step: every input has been checked
-            bar = tqdm(total=export_steps(args.precision), desc="export", unit="step", file=sys.stderr)
+            bar = Progress(export_steps(args.precision), "export", "step")
         bar.set_description(msg)
         bar.update(1)
 

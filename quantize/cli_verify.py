@@ -35,7 +35,7 @@ def main(args: argparse.Namespace) -> int:
     from wavae.train.checkpoint import load_run
     from wavae.train.data import load_audio
 
-    from .bundle import load_bundle
+    from wavae.device.bundle import load_bundle
     from .verify import verify
 
     torch.set_num_threads(max(1, args.threads))

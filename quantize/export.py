@@ -36,20 +36,24 @@ import torch
 from torch import Tensor, nn
 
 from wavae.blocks import check_block
-from wavae.device.bundle import GRAPHS, PRECISIONS, Bundle, GraphInfo, graph_contract, load_bundle
+from wavae.device.bundle import (
+    FORMAT,
+    FORMAT_VERSION,
+    GRAPHS,
+    MANIFEST,
+    PRECISIONS,
+    Bundle,
+    GraphInfo,
+    graph_contract,
+    load_bundle,
+)
 from wavae.errors import WavaeError
 from wavae.fileio import atomic_write_json, file_sha256, replace_dir
 from wavae.train.config import Config
 from wavae.train.loudness import DB_FLOOR
 from wavae.train.model import Wavae
 
-from .bundle import (
-    FORMAT,
-    FORMAT_VERSION,
-    MANIFEST,
-    OPSET,
-    graph_opset,
-)
+from .bundle import OPSET, graph_opset
 from .fold import fold_model
 from .fp16 import convert_bundle_graphs
 from .int8 import ACTIVATION_TYPES, check_calibration_audio, quantize_bundle_graphs

@@ -47,6 +47,7 @@ import numpy as np
 
 from wavae.device.bundle import Bundle, GraphInfo
 from wavae.errors import WavaeError
+from wavae.progress import Progress
 
 from .bundle import OPSET, BundleStreamer, graph_opset
 from .graph import first_downstream, producers
@@ -115,9 +116,7 @@ def calibration_feeds(
         n_blocks = [min(n, keep) for n in n_blocks]
     enc_states, dec_states = fp32.graph("encoder").states, fp32.graph("decoder").states
     feeds: dict[str, list[dict[str, np.ndarray]]] = {"encoder": [], "decoder": []}
-    from tqdm import tqdm
-
-    bar = tqdm(total=sum(n_blocks), desc="calibrating int8", unit="block", leave=False, disable=progress is None)
+    bar = Progress(sum(n_blocks), "calibrating int8", "block", enabled=progress is not None)
     for clip, n in zip(clips, n_blocks):
         streamer.reset()
         for i in range(n):

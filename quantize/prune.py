@@ -54,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from wavae.progress import Progress
 from wavae.train.losses import default_ffts, multires_stft_loss
 from wavae.train.macs import count_macs, count_params
 from wavae.train.melgan import remove_weight_norm
@@ -165,8 +166,6 @@ def finetune(
     are kept, and only weights and biases move.  The loudness classifier (training
     only) and the fixed front-end are left alone.
     """
-    from tqdm import tqdm
-
     if chunks.ndim != 2 or chunks.shape[0] == 0:
         raise PruneError("fine-tuning needs at least one audio chunk")
     device = next(student.parameters()).device
@@ -177,8 +176,8 @@ def finetune(
     opt = torch.optim.Adam(params, lr=lr, betas=(0.5, 0.9))
     gen = torch.Generator().manual_seed(seed)
     losses: list[float] = []
-    bar = tqdm(range(steps), desc="fine-tune", disable=not progress, dynamic_ncols=True)
-    for _ in bar:
+    bar = Progress(steps, "fine-tune", "step", enabled=progress)
+    for _ in range(steps):
         idx = torch.randint(0, chunks.shape[0], (min(batch, chunks.shape[0]),), generator=gen)
         rows = chunks[idx] if isinstance(chunks, Tensor) else np.asarray(chunks[idx.numpy()])
         audio = torch.as_tensor(rows, dtype=torch.float32).unsqueeze(1).to(device)
@@ -189,7 +188,9 @@ def finetune(
         loss.backward()
         opt.step()
         losses.append(loss.item())
-        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        bar.set_postfix({"loss": f"{losses[-1]:.4f}"})
+        bar.update(1)
+    bar.close()
     return losses
 
 

@@ -192,7 +192,7 @@ def check_onnx_for_tensorrt(path: str | Path) -> list[str]:
 
 def check_bundle_for_tensorrt(bundle: str | Path) -> list[str]:
     """``check_onnx_for_tensorrt`` over every graph of a bundle."""
-    from .bundle import read_manifest
+    from wavae.device.bundle import read_manifest
 
     bundle = Path(bundle)
     manifest = read_manifest(bundle)

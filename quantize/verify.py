@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from .bundle import Bundle, BundleError, BundleStreamer, load_bundle, verify_bundle_files
+from wavae.device.bundle import Bundle, BundleError, load_bundle
+from .bundle import BundleStreamer, verify_bundle_files
 
 COUNTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Einsum")
 

@@ -13,7 +13,8 @@ from torch.nn.utils import parametrize
 
 from wavae.blocks import BlockSizeError
 from wavae.fileio import file_sha256
-from wavae.quantize.bundle import MANIFEST, BundleError, BundleStreamer, graph_opset, verify_bundle_files
+from wavae.device.bundle import BundleError, MANIFEST
+from wavae.quantize.bundle import BundleStreamer, graph_opset, verify_bundle_files
 from wavae.quantize.export import ExportError, export_bundle, export_steps
 from wavae.quantize.fold import fold_model
 from wavae.train.config import resolve

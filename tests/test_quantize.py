@@ -29,7 +29,8 @@ import torch
 from conftest import synth_audio
 from wavae.cli import main as wavae_main
 from wavae.errors import WavaeError
-from wavae.quantize.bundle import MANIFEST, BundleError, BundleStreamer, graph_opset, verify_bundle_files
+from wavae.device.bundle import BundleError, MANIFEST
+from wavae.quantize.bundle import BundleStreamer, graph_opset, verify_bundle_files
 from wavae.quantize.export import export_bundle
 from wavae.quantize.int8 import CalibrationError, check_state_float
 from wavae.quantize.verify import bundle_macs, compare

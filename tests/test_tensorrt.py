@@ -17,7 +17,7 @@ from onnx import TensorProto, helper
 
 from conftest import synth_audio
 from wavae.cli import main as wavae_main
-from wavae.quantize.bundle import MANIFEST
+from wavae.device.bundle import MANIFEST
 from wavae.quantize.export import export_bundle
 from wavae.device.backends.cuda import gpu_present
 from wavae.quantize.trt_ops import check_bundle_for_tensorrt, check_onnx_for_tensorrt, prepare_for_tensorrt

@@ -94,6 +94,12 @@ class Progress:
                 self._last_line = now
                 self._write_line(now)
 
+    def set_description(self, desc: str) -> None:
+        """What is being done now (the step's name)."""
+        self.desc = desc
+        if self._bar is not None:
+            self._bar.set_description(desc, refresh=False)
+
     def set_postfix(self, values: Mapping[str, Any]) -> None:
         """Extra figures (losses, skipped files) shown after the count."""
         self._postfix = {str(k): (f"{v:.3g}" if isinstance(v, float) else str(v)) for k, v in values.items()}
