@@ -26,9 +26,9 @@ and writes the result, all on one thread.
   inside the pre-fill offset, not on top of it (see ``wavae.device.audio_io``).
 - Dropout risk: a period that runs a model block takes the whole block's
   compute time, and the slack is what is left of the pre-fill when a captured
-  period is complete: ``(prefill_periods - 1) x period_size`` frames, 5.3 ms
-  at the defaults (the JACK dummy backend is one period more lenient than a
-  DMA-driven card).  If one block's compute (or any stall) exceeds it, the
+  period is complete: ``(prefill_periods - 1) x period_size`` frames, one
+  period at the defaults (the JACK dummy backend is one period more lenient
+  than a DMA-driven card).  If one block's compute (or any stall) exceeds it, the
   streams xrun: both are restarted with the pre-fill (the latency stays what
   it was), an audible gap of a few periods, counted and logged.  Keep one
   block's compute below ``(prefill_periods - 1) x period_size`` frames, raise
@@ -41,9 +41,8 @@ thread (a non-blocking queue put) and plays the worker's output for the period
 ``delay`` periods earlier, ``delay`` being one model block rounded up to whole
 periods (4 periods of 256 for a 1024-frame block).
 
-- Latency: one extra model block (``delay x period_size`` frames: 21.3 ms for a
-  512-sample block at 24 kHz and 256-frame periods at 48 kHz), on top of the
-  engine's signal delay and the pre-fill.
+- Latency: one extra model block (``delay x period_size`` frames), on top of
+  the engine's signal delay and the pre-fill.
 - Dropout risk: the audio thread never waits for inference, so compute never
   stalls the ALSA streams; a block's compute may take up to one block of time
   (instead of the pre-fill), only the average real-time factor must stay

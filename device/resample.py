@@ -7,15 +7,13 @@ Two implementations behind one small interface (``process(x) -> y``, ``delay``,
   (L/M) polyphase FIR, Kaiser-windowed sinc, in numpy.  Passband to 85 % of the
   lower rate's Nyquist, stopband from that Nyquist on, 80 dB down: nothing
   aliases above -80 dB and the passband ripple is about 0.001 dB.  Its delay is
-  half the prototype filter: 67 samples at 48 kHz (1.4 ms) each way for a 24 kHz
-  model.  It emits every output sample as soon as the input it needs is in, so
+  half the prototype filter (``delay``; docs/device.md lists it per rate pair).  It emits every output sample as soon as the input it needs is in, so
   the number of samples out per call is steady.
 * ``SoxrResampler`` (``kind="soxr-hq"`` etc.): ``soxr.ResampleStream``.  Its
-  filters are excellent but it works in large internal blocks: fed 256-sample
-  periods, 24 kHz -> 48 kHz HQ comes out in bursts of ~1660 samples, and a
-  48 kHz <-> 24 kHz round trip needs ~3500 samples (73 ms) of FIFO to play
-  without gaps (LQ still ~1900, 40 ms).  Fine for renders, too slow for an
-  instrument; see docs/device.md.
+  filters are excellent but it works in large internal blocks, so fed small
+  periods its output comes in bursts, and playing without gaps needs a FIFO of
+  several bursts.  Fine for renders, too slow for an instrument; the measured
+  burst sizes and FIFO depths are in docs/device.md ("Resampling: why not soxr").
 
 Both are time-aligned: output sample ``m`` stands for input time
 ``m / out_rate`` (the filter delay is withheld, not added to the signal), so
