@@ -6,8 +6,9 @@ Two implementations behind one small interface (``process(x) -> y``, ``delay``,
 * ``PolyphaseResampler`` (the default, ``kind="polyphase"``): an exact rational
   (L/M) polyphase FIR, Kaiser-windowed sinc, in numpy.  Passband to 85 % of the
   lower rate's Nyquist, stopband from that Nyquist on, 80 dB down: nothing
-  aliases above -80 dB and the passband ripple is about 0.001 dB.  Its delay is
-  half the prototype filter (``delay``; docs/device.md lists it per rate pair).  It emits every output sample as soon as the input it needs is in, so
+  aliases above -80 dB and the passband ripple is about 0.001 dB.  Its delay
+  is half the prototype filter (``delay``; docs/device.md lists it per rate
+  pair).  It emits every output sample as soon as the input it needs is in, so
   the number of samples out per call is steady.
 * ``SoxrResampler`` (``kind="soxr-hq"`` etc.): ``soxr.ResampleStream``.  Its
   filters are excellent but it works in large internal blocks, so fed small
