@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
 from wavae.errors import WavaeError
 from wavae.fileio import atomic_path
@@ -25,8 +27,6 @@ def wav_truncation(path: str | Path) -> int | None:
     number of missing frames (0 for a whole file).  libsndfile reads a cut
     file quietly up to where it ends; this lets file mode say so.
     """
-    import struct
-
     try:
         with open(path, "rb") as f:
             head = f.read(12)
@@ -66,8 +66,6 @@ class AudioReader:
 
     def __init__(self, path: str | Path, rates: tuple[int, ...] | None = DEVICE_RATES, max_channels: int = 2,
                  what: str = "input") -> None:
-        import soundfile as sf
-
         self.path = input_file(path, what)
         self.what = what
         try:
@@ -110,8 +108,6 @@ class AudioReader:
 
     def read(self, frames: int) -> np.ndarray:
         """Up to ``frames`` float32 frames ``[n, channels]``; an empty array at the end."""
-        import soundfile as sf
-
         try:
             x = self._file.read(frames, dtype="float32", always_2d=True)
         except (RuntimeError, sf.LibsndfileError) as e:
@@ -161,8 +157,6 @@ class AudioWriter:
 
     def __init__(self, path: str | Path, rate: int, channels: int, subtype: str = "FLOAT",
                  inputs: tuple[str | Path, ...] = (), what: str = "output", format: str | None = None) -> None:
-        import soundfile as sf
-
         self.path = output_file(path, inputs, what)
         fmt = format or self.path.suffix.lstrip(".").upper()
         if fmt not in sf.available_formats():
@@ -175,8 +169,6 @@ class AudioWriter:
         self.frames = 0
 
     def __enter__(self) -> "AudioWriter":
-        import soundfile as sf
-
         self._atomic = atomic_path(self.path)
         try:
             tmp = self._atomic.__enter__()
@@ -188,8 +180,6 @@ class AudioWriter:
         return self
 
     def write(self, block: np.ndarray) -> None:
-        import soundfile as sf
-
         try:
             self._file.write(block)
         except (OSError, sf.LibsndfileError, RuntimeError) as e:
@@ -204,8 +194,6 @@ class AudioWriter:
         )
 
     def __exit__(self, et, ev, tb) -> bool:
-        import soundfile as sf
-
         try:
             self._file.close()
         except (OSError, sf.LibsndfileError, RuntimeError) as e:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import soxr
 
 from wavae.errors import WavaeError
 
@@ -187,8 +188,6 @@ class SoxrResampler:
     """``soxr.ResampleStream`` behind the same interface (allocates its output per call)."""
 
     def __init__(self, in_rate: int, out_rate: int, max_chunk: int, quality: str = "HQ"):
-        import soxr
-
         self.in_rate, self.out_rate, self.max_chunk = int(in_rate), int(out_rate), int(max_chunk)
         self.quality = quality
         self.kind = f"soxr-{quality.lower()}"

@@ -18,6 +18,8 @@ import sys
 import time
 from typing import Any, Iterable, Iterator, Mapping, TextIO, TypeVar
 
+from tqdm import tqdm
+
 T = TypeVar("T")
 
 PLAIN_EVERY_S = 10.0  # a line every 10 s keeps a day-long run to a few thousand lines
@@ -78,8 +80,6 @@ class Progress:
         self._closed = False
         self._bar = None
         if enabled and (_is_terminal(self.stream) if terminal is None else terminal):
-            from tqdm import tqdm  # only where a bar is drawn
-
             self._bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, file=self.stream,
                              dynamic_ncols=True, leave=False)
 

@@ -11,6 +11,8 @@ no output allocation, no state copy.  ``io_binding=False`` uses plain
 from __future__ import annotations
 
 import numpy as np
+import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as st
 
 from wavae.device.bundle import Bundle, BundleError, GraphInfo
 
@@ -19,8 +21,6 @@ from .base import Backend, BackendError
 
 def _ort_load_errors() -> tuple[type[BaseException], ...]:
     """onnxruntime's own exception types for a model it cannot load."""
-    from onnxruntime.capi import onnxruntime_pybind11_state as st
-
     names = ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoSuchFile", "NotImplemented",
              "RuntimeException", "NoModel")
     return tuple(getattr(st, n) for n in names if hasattr(st, n)) + (OSError,)
@@ -28,8 +28,6 @@ def _ort_load_errors() -> tuple[type[BaseException], ...]:
 
 class _Graph:
     def __init__(self, info: GraphInfo, session, io_binding: bool):
-        import onnxruntime as ort
-
         self.info = info
         self.session = session
         self.inputs = {t.name: np.zeros(t.shape, np.float32) for t in info.inputs}
@@ -57,10 +55,6 @@ class OnnxBackend(Backend):
     kind = "onnxruntime"
 
     def __init__(self, bundle: Bundle, threads: int = 1, io_binding: bool = True, spin: bool = False, warmup: int = 2):
-        try:
-            import onnxruntime as ort
-        except ImportError as e:  # pragma: no cover - a dependency of the package
-            raise BackendError("onnxruntime is not installed; `pip install onnxruntime`") from e
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise BackendError(f"threads must be a whole number >= 1, got {threads!r}")
         self.bundle = bundle
