@@ -33,6 +33,7 @@ from wavae.errors import WavaeError
 
 from .backends import BACKENDS
 from .controls import BIAS_LIMIT, ControlError, Controls
+from .engine import DEVICE_RATES
 
 
 class DeviceConfigError(WavaeError, ValueError):
@@ -146,6 +147,15 @@ def _int(lo: int, hi: int) -> Checker:
     return check
 
 
+def _int_in(options: tuple[int, ...]) -> Checker:
+    def check(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or v not in options:
+            raise _Bad("an integer, one of " + ", ".join(map(str, options)))
+        return v
+
+    return check
+
+
 def _float(lo: float, hi: float) -> Checker:
     def check(v: Any) -> float:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -203,7 +213,7 @@ _SCHEMA: dict[str, tuple[type, dict[str, Checker]]] = {
         {
             "capture": _string,
             "playback": _string,
-            "rate": _int(8000, 192000),
+            "rate": _int_in(DEVICE_RATES),  # what the engine serves, so a config it refuses fails here
             "period_size": _int(16, 8192),
             "periods": _int(2, 32),
             "prefill_periods": _int(1, 32),

@@ -411,8 +411,11 @@ def build_config(args: Any) -> DeviceConfig:
         backend=_arg(args, "backend"),
     )
     seconds = _arg(args, "seconds")
-    if seconds is not None and not (seconds > 0):
-        raise DeviceConfigError(f"--seconds: expected a positive number of seconds, got {seconds!r}")
+    if seconds is not None and not (seconds > 0 and math.isfinite(seconds)):
+        raise DeviceConfigError(
+            f"--seconds: expected a positive, finite number of seconds, got {seconds!r} "
+            f"(leave --seconds out to play until stopped)"
+        )
     return cfg
 
 

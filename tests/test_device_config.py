@@ -187,3 +187,12 @@ def test_unreadable_bundle_and_unwritable_output_are_exit_1_without_traceback(tm
     r = _cli(["run", "--bundle", str(tiny_bundle), "--input", "in.wav", "--output", "notadir/out.wav"], tmp_path)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert "cannot write output notadir/out.wav" in r.stderr
+
+
+def test_a_rate_the_engine_cannot_serve_is_refused_in_the_config(tmp_path):
+    from wavae.device.config import DeviceConfigError, load_config
+
+    p = tmp_path / "d.toml"
+    p.write_text('[audio]\nrate = 192000\n[bundle]\npath = "b"\n')
+    with pytest.raises(DeviceConfigError, match="audio.rate.*one of 8000, 11025"):
+        load_config(p)
