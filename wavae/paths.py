@@ -61,5 +61,6 @@ def output_file(path: str | os.PathLike, inputs: tuple[str | os.PathLike, ...] =
     parent = p.parent
     if not parent.is_dir():
         problem = "is a file" if parent.exists() else "does not exist"
-        raise PathError(f"the folder of {what} {p} {problem}; create it or choose another output path")
+        raise PathError(f"cannot write {what} {p}: its folder {parent} {problem}; "
+                        f"create it or choose another output path")
     return p
