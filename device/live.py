@@ -96,6 +96,7 @@ from wavae.errors import WavaeError
 
 from .audio_io import AlsaDuplex
 from .config import DebugConfig, DeviceConfig, DeviceConfigError, load_config, with_overrides
+from .inputs import live_status, start_inputs
 
 log = logging.getLogger("wavae.device.live")
 
@@ -450,7 +451,7 @@ def main_live(args: Any) -> int:
 
     duplex = AlsaDuplex(a, cfg.service, source=cfg.source)
     duplex.open()  # a missing PCM fails here, before the model is loaded
-    processor = backend = realtime = switch = recorder = None
+    processor = backend = realtime = switch = recorder = inputs = None
     try:
         bundle = load_bundle(cfg.bundle.path)
         # before the backend: threads created from here on inherit SCHED_FIFO (onnxruntime's
@@ -500,6 +501,7 @@ def main_live(args: Any) -> int:
             a.capture, a.playback, a.rate, a.period_size, a.periods, a.format, a.threading,
             latency["total_ms"],
         )
+        inputs = start_inputs(cfg, controls, cfg.bundle.path.name, live_status(duplex, processor, engine, latency))
         seconds = _arg(args, "seconds")
         max_frames = int(round(seconds * a.rate)) if seconds is not None else None
 
@@ -510,6 +512,8 @@ def main_live(args: Any) -> int:
             _restore_signal_handlers(previous)
         duplex.close(drain=True)
     finally:
+        if inputs is not None:
+            inputs.stop()
         if processor is not None:
             processor.close()
         duplex.close(drain=False)

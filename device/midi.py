@@ -29,6 +29,7 @@ from wavae.errors import WavaeError
 
 from .actions import Actions, Rejected
 from .panel.mapping import ACTIONS, MidiCCSpec
+from .threads import ordinary_priority
 
 log = logging.getLogger("wavae.device.midi")
 
@@ -88,6 +89,7 @@ class MidiInput:
             self.port = None
 
     def _run(self) -> None:
+        ordinary_priority()  # before rtmidi starts its own thread from this one
         while not self._stop.is_set():
             if self.port is None:
                 try:

@@ -41,6 +41,7 @@ from wavae.errors import WavaeError
 
 from .actions import Actions, Rejected
 from .controls import ControlError
+from .threads import ordinary_priority
 
 log = logging.getLogger("wavae.device.osc")
 
@@ -104,6 +105,7 @@ class OscServer:
             self.sock = None
 
     def _run(self) -> None:
+        ordinary_priority()
         while not self._stop.is_set():
             try:
                 data, sender = self.sock.recvfrom(MAX_PACKET)

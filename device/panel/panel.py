@@ -23,7 +23,7 @@ yet caught.  A button with only ``on_press`` acts when pressed; one with an
 LED (``[led]`` in the mapping): steady on while the instrument plays; blinking
 at 8 Hz for two seconds after each xrun, and at 2 Hz while the status reports
 an error; off when stopped.  It follows the ``Actions`` status provider
-(``state``, ``xruns``, ``error``).
+(``state``, ``xruns``, ``error``), polled ten times a second.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import time
 from typing import Any, Callable
 
 from ..actions import Actions, Rejected
+from ..threads import ordinary_priority
 from .adc import Mcp3008, SpiBus, open_spidev
 from .encoders import ButtonDecoder, QuadratureDecoder
 from .gpio import GpioLines, GpiodLines, Line, PanelHardwareError
@@ -44,6 +45,7 @@ log = logging.getLogger("wavae.device.panel")
 
 IDLE_WAIT_S = 0.05  # longest wait for edges: long presses, the LED and stop() are served at least this often
 XRUN_BLINK_S = 2.0
+STATUS_POLL_NS = 100_000_000  # the LED asks the status provider ten times a second
 
 
 def default_gpio(mapping: PanelMapping) -> Callable[[], GpioLines]:
@@ -118,6 +120,8 @@ class Panel:
         self._led_level: int | None = None
         self._xruns_seen: int | None = None
         self._blink_until = 0
+        self._status: dict[str, Any] = {}
+        self._status_at = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.writes = 0  # Controls updates made by the pots and encoders
@@ -139,6 +143,7 @@ class Panel:
         self._close("adc")
 
     def _run(self) -> None:
+        ordinary_priority()
         while not self._stop.is_set():
             try:
                 self.tick()
@@ -316,7 +321,10 @@ class Panel:
         led = self.mapping.led
         if led is None or self.gpio is None:
             return
-        st = self.actions.status_provider() if self.actions.status_provider is not None else {}
+        if self.actions.status_provider is not None and now >= self._status_at:
+            self._status = self.actions.status_provider()
+            self._status_at = now + STATUS_POLL_NS
+        st = self._status
         xruns = int(st.get("xruns", 0) or 0)
         if self._xruns_seen is not None and xruns > self._xruns_seen:
             self._blink_until = now + int(XRUN_BLINK_S * 1e9)
