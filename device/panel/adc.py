@@ -49,10 +49,12 @@ def open_spidev(bus: int, device: int, speed_hz: int) -> SpiBus:
 class Mcp3008:
     def __init__(self, bus: SpiBus, name: str = "MCP3008"):
         self.bus, self.name = bus, name
+        self._xfer = bus.xfer2
+        self._cmds = [(0x01, 0x80 | (ch << 4), 0x00) for ch in range(8)]  # spidev copies its argument
 
     def read(self, channel: int) -> int:
         try:
-            rx = self.bus.xfer2([0x01, 0x80 | (channel << 4), 0x00])
+            rx = self._xfer(list(self._cmds[channel]))
         except OSError as e:
             raise PanelHardwareError(f"{self.name}: SPI transfer failed: {e}") from None
         if len(rx) != 3 or rx[1] & 0x04:

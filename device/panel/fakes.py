@@ -10,39 +10,46 @@ with contact bounce, a fast spin, a press that bounces, a long press.
 
 from __future__ import annotations
 
+import os
+import random
+import select
 import threading
 from typing import Iterable
-
-import numpy as np
 
 from .gpio import Edge, Line, PanelHardwareError
 
 
 class FakeGpioLines:
-    """Edges pushed by a test come out of ``read``; outputs set are recorded in ``outputs``."""
+    """Edges pushed by a test come out of ``read``; outputs set are recorded in ``outputs``.
+
+    ``read`` waits in ``select`` on a pipe that ``push`` writes to, as the real
+    request waits in ``poll`` on its event fd: the same wake-up, the same cost."""
 
     def __init__(self, inputs: Iterable[Line] = (), outputs: Iterable[Line] = (), level: int = 1):
         self._levels = {line: level for line in inputs}
         self.outputs: dict[Line, list[int]] = {line: [] for line in outputs}
         self._queue: list[Edge] = []
-        self._cv = threading.Condition()
+        self._lock = threading.Lock()
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._r, False)
         self.closed = False
         self.broken: str | None = None  # set to a message: read() raises as a failing chip would
 
     def push(self, edges: Iterable[Edge]) -> None:
-        with self._cv:
+        with self._lock:
             for line, level, t in edges:
                 if line not in self._levels:
                     raise KeyError(f"line {line!r} was not requested")
                 self._queue.append((line, level, t))
-            self._cv.notify_all()
+        os.write(self._w, b"x")
 
     def read(self, timeout_s: float) -> list[Edge]:
-        with self._cv:
-            if self.broken:
-                raise PanelHardwareError(self.broken)
-            if not self._queue and timeout_s > 0:
-                self._cv.wait(timeout_s)
+        if self.broken:
+            raise PanelHardwareError(self.broken)
+        ready, _, _ = select.select([self._r], [], [], 0.0 if self._queue else timeout_s)
+        if ready:
+            os.read(self._r, 4096)
+        with self._lock:
             out, self._queue = self._queue, []
         for line, level, _ in out:
             self._levels[line] = level
@@ -55,7 +62,10 @@ class FakeGpioLines:
         self.outputs[line].append(int(level))
 
     def close(self) -> None:
-        self.closed = True
+        if not self.closed:
+            self.closed = True
+            os.close(self._r)
+            os.close(self._w)
 
 
 class FakeMcp3008:
@@ -65,7 +75,7 @@ class FakeMcp3008:
     def __init__(self, values: Iterable[int] = (512,) * 8, noise: int = 0, seed: int = 0):
         self.values = list(values)
         self.noise = noise
-        self.rng = np.random.default_rng(seed)
+        self.rng = random.Random(seed)
         self.dead = False
         self.fail: str | None = None
         self.transfers = 0
@@ -82,7 +92,7 @@ class FakeMcp3008:
         ch = (data[1] >> 4) & 7
         v = self.values[ch]
         if self.noise:
-            v += int(self.rng.integers(-self.noise, self.noise + 1))
+            v += self.rng.randint(-self.noise, self.noise)
         v = min(1023, max(0, v))
         return [0x00, (v >> 8) & 3, v & 0xFF]
 

@@ -64,7 +64,7 @@ def default_adc(mapping: PanelMapping) -> Callable[[], SpiBus]:
 
 class _Pot:
     def __init__(self, spec: PotSpec, alpha: float, hysteresis: float, soft: bool):
-        self.spec = spec
+        self.spec, self.channel = spec, spec.channel
         self.filter = PotFilter(alpha, hysteresis)
         self.takeovers = [Takeover(c, soft) for c in spec.layers]
         self.raw: int | None = None
@@ -112,6 +112,7 @@ class Panel:
         for s in switches:
             self._by_line[s.line] = ("switch", s)
         self.layer = 0
+        self._uses_gpio, self._uses_adc = mapping.uses_gpio(), mapping.uses_adc()
         self.gpio: GpioLines | None = None
         self.adc: Mcp3008 | None = None
         self._retry_at = {"gpio": 0, "adc": 0}
@@ -154,15 +155,14 @@ class Panel:
 
     # -- hardware, with retries ----------------------------------------------------------
     def _ensure_open(self, now: int) -> None:
-        m = self.mapping
-        if m.uses_gpio() and self.gpio is None and now >= self._retry_at["gpio"]:
+        if self._uses_gpio and self.gpio is None and now >= self._retry_at["gpio"]:
             try:
                 self.gpio = self.open_gpio()
                 self._resync(self.gpio.levels(), now)
                 self._recovered("gpio")
             except PanelHardwareError as e:
                 self._fail("gpio", e, now)
-        if m.uses_adc() and self.adc is None and now >= self._retry_at["adc"]:
+        if self._uses_adc and self.adc is None and now >= self._retry_at["adc"]:
             try:
                 self.adc = Mcp3008(self.open_adc())  # "back" once a reading succeeds: a bus opens even unwired
             except PanelHardwareError as e:
@@ -224,17 +224,19 @@ class Panel:
                 self.edge(line, level, t)
         elif wait > 0:
             self._stop.wait(wait)
-        now = self.clock()
-        for s in self.switches:
-            if s.decoder.poll(now) and s.on_long:
-                self._act(s.on_long)
-        self._led(now)
+        if self.switches or self.mapping.led is not None:
+            now = self.clock()
+            for s in self.switches:
+                if s.decoder.poll(now) and s.on_long:
+                    self._act(s.on_long)
+            self._led(now)
 
     # -- pots -----------------------------------------------------------------------------
     def scan_pots(self) -> None:
         updates: dict[str, float] = {}
-        for pot in self.pots:
-            pot.raw = raw = self.adc.read(pot.spec.channel)
+        read = self.adc.read
+        for pot in self.pots:  # the hot loop at 200 Hz: nothing but a read and the filter unless a pot moved
+            pot.raw = raw = read(pot.channel)
             pos = pot.filter.update(raw)
             if pos is None:
                 continue

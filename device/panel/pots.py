@@ -32,19 +32,14 @@ class PotFilter:
         self.held: float | None = None  # the debounced raw value
 
     def update(self, raw: int) -> float | None:
-        if self.ema is None:
-            self.ema = float(raw)
-        else:
-            self.ema += self.alpha * (raw - self.ema)
-        e, h, full = self.ema, self.hysteresis, self.full
-        if e <= h / 2:
-            target = 0.0
-        elif e >= full - h / 2:
-            target = full
-        else:
-            target = e
-        held = self.held
-        if held is not None and (target == held or (abs(target - held) < h and target not in (0.0, full))):
+        e = self.ema
+        e = float(raw) if e is None else e + self.alpha * (raw - e)
+        self.ema = e
+        held, h, full = self.held, self.hysteresis, self.full
+        if held is not None and abs(e - held) < h and h / 2 < e < full - h / 2:
+            return None  # inside the deadband (the common case, kept short)
+        target = 0.0 if e <= h / 2 else full if e >= full - h / 2 else e
+        if target == held:
             return None
         self.held = target
         return target / full
