@@ -188,12 +188,17 @@ class Actions:
             "uptime_s": round(time.monotonic() - self.started, 3),
             "rejected": dict(self.rejected),
         }
-        if self.status_provider is not None:
-            try:
-                out.update(self.status_provider())
-            except Exception as e:  # a status provider must never take an input thread down
-                out["status_error"] = repr(e)
+        out.update(self.provider_status())
         return out
+
+    def provider_status(self) -> dict[str, Any]:
+        """What the instrument's status provider reports ({} without one); never raises."""
+        if self.status_provider is None:
+            return {}
+        try:
+            return dict(self.status_provider())
+        except Exception as e:  # a status provider must never take an input thread down
+            return {"error": f"status provider failed: {e!r}"}
 
     def refuse(self, source: str, reason: str, detail: str) -> None:
         """Count a refused request by ``reason`` and log it (at most once a second per reason)."""

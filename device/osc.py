@@ -73,6 +73,11 @@ class OscServer:
         self.replies = 0
 
     @property
+    def thread_id(self) -> int | None:
+        """The receiving thread's kernel id while it runs (None when stopped)."""
+        return self._thread.native_id if self._thread is not None else None
+
+    @property
     def address(self) -> tuple[str, int]:
         return self.sock.getsockname()[:2] if self.sock is not None else (self.host, self.port)
 

@@ -108,8 +108,8 @@ def test_input_threads_run_at_ordinary_priority_under_a_realtime_caller(tmp_path
         try:
             time.sleep(0.2)
             result["caller"] = os.sched_getscheduler(0)
-            result["panel"] = os.sched_getscheduler(inputs.panel._thread.native_id)
-            result["osc"] = os.sched_getscheduler(inputs.osc._thread.native_id)
+            result["panel"] = os.sched_getscheduler(inputs.panel.thread_id)
+            result["osc"] = os.sched_getscheduler(inputs.osc.thread_id)
         finally:
             inputs.stop()
 

@@ -385,4 +385,15 @@ def test_panel_thread_writes_controls_and_stops(tmp_path):
         panel.stop()
     assert rig.controls.get("generative") is True
     assert rig.controls.get("bias.0") == pytest.approx(3.0)
-    assert panel._thread is None and rig.lines.closed and rig.adc.closed
+    assert panel.thread_id is None and rig.lines.closed and rig.adc.closed
+
+
+def test_failing_status_provider_blinks_the_led_and_never_stops_the_panel(tmp_path):
+    def broken():
+        raise RuntimeError("status gone")
+
+    rig = Rig(tmp_path, status=broken)
+    rig.run(1000)
+    assert rig.panel.errors == 0
+    assert rig.actions.status()["error"].startswith("status provider failed")
+    assert rig.lines.outputs["L"].count(1) >= 2 and rig.lines.outputs["L"].count(0) >= 2  # 2 Hz blink

@@ -195,6 +195,11 @@ class Panel:
             self.adc = None
 
     @property
+    def thread_id(self) -> int | None:
+        """The panel thread's kernel id while it runs (None when stopped)."""
+        return self._thread.native_id if self._thread is not None else None
+
+    @property
     def failures(self) -> dict[str, str]:
         return dict(self._failed)
 
@@ -323,8 +328,8 @@ class Panel:
         led = self.mapping.led
         if led is None or self.gpio is None:
             return
-        if self.actions.status_provider is not None and now >= self._status_at:
-            self._status = self.actions.status_provider()
+        if now >= self._status_at:
+            self._status = self.actions.provider_status()
             self._status_at = now + STATUS_POLL_NS
         st = self._status
         xruns = int(st.get("xruns", 0) or 0)
