@@ -10,6 +10,10 @@ overrides ``~/.asoundrc``.  Annotated examples live in ``device/configs/``.
     [controls]  the initial latent controls and the feedback loop
     [service]   reopen_interval_s, io_timeout_s, log_level, realtime_priority
     [debug]     stall_ms, stall_at_s, slow_ms, slow_every (fault injection, tests)
+    [panel]     mapping, adc_hz, retry_s            (knobs on GPIO/SPI; off when absent)
+    [osc]       host, port                          (OSC over UDP; off when absent)
+    [midi]      port, api, virtual                  (MIDI in; off when absent)
+    [presets]   dir, load                           (saved presets; off when absent)
 
 Validation names the key and says what is expected::
 
@@ -44,6 +48,7 @@ FORMATS = ("S16_LE", "S32_LE", "FLOAT_LE")
 THREADING = ("inline", "worker")
 MAX_LATENT_DIM = 512  # longest bias list accepted before the bundle is known
 LOG_LEVELS = ("debug", "info", "warning", "error")
+MIDI_APIS = ("alsa", "jack")
 
 
 @dataclass(frozen=True)
@@ -117,12 +122,50 @@ class DebugConfig:
 
 
 @dataclass(frozen=True)
+class PanelConfig:
+    """Pots, encoders, buttons and LED on GPIO/SPI (``wavae.device.panel``)."""
+
+    mapping: Path | None = None  # the mapping file; relative = next to this config
+    adc_hz: float = 200.0  # pot readings per second
+    retry_s: float = 2.0  # a missing GPIO chip or SPI bus is retried this often
+
+
+@dataclass(frozen=True)
+class OscConfig:
+    """OSC in over UDP (``wavae.device.osc``)."""
+
+    host: str = "127.0.0.1"  # "0.0.0.0" listens on every interface
+    port: int = 9000
+
+
+@dataclass(frozen=True)
+class MidiConfig:
+    """MIDI in (``wavae.device.midi``); CCs are mapped in the panel mapping file."""
+
+    port: str = ""  # part of the input port's name ("" = the first port found)
+    api: str = "alsa"  # "alsa" on the device; "jack" under a JACK server
+    virtual: bool = False  # open our own port named `port` for others to connect to
+
+
+@dataclass(frozen=True)
+class PresetsConfig:
+    """Saved presets (``wavae.device.presets``)."""
+
+    dir: Path | None = None  # a writable folder (the service's StateDirectory); relative = next to this config
+    load: str | None = None  # a preset loaded at start (after [controls])
+
+
+@dataclass(frozen=True)
 class DeviceConfig:
     bundle: BundleConfig = field(default_factory=BundleConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
     controls: ControlsConfig = field(default_factory=ControlsConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
+    panel: PanelConfig | None = None  # the optional inputs: None = off
+    osc: OscConfig | None = None
+    midi: MidiConfig | None = None
+    presets: PresetsConfig | None = None
     source: str = "<defaults>"  # where it was read from, for messages
 
 
@@ -187,6 +230,27 @@ def _path(v: Any) -> Path:
     return Path(_string(v)).expanduser()
 
 
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise _Bad("true or false")
+    return v
+
+
+def _host(v: Any) -> str:
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(_string(v)))
+    except ValueError:
+        raise _Bad('an IP address such as "127.0.0.1" (this machine only) or "0.0.0.0" (every interface)') from None
+
+
+def _string_or_empty(v: Any) -> str:
+    if not isinstance(v, str):
+        raise _Bad("a string")
+    return v
+
+
 def _float_list(lo: float, hi: float, max_len: int) -> Checker:
     item = _float(lo, hi)
 
@@ -233,6 +297,13 @@ _SCHEMA: dict[str, tuple[type, dict[str, Checker]]] = {
             "realtime_priority": _int(0, 99),
         },
     ),
+    "panel": (
+        PanelConfig,
+        {"mapping": _path, "adc_hz": _float(10.0, 1000.0), "retry_s": _float(0.1, 60.0)},
+    ),
+    "osc": (OscConfig, {"host": _host, "port": _int(1, 65535)}),
+    "midi": (MidiConfig, {"port": _string_or_empty, "api": _choice(MIDI_APIS), "virtual": _bool}),
+    "presets": (PresetsConfig, {"dir": _path, "load": _string}),
     "debug": (
         DebugConfig,
         {
@@ -286,8 +357,12 @@ def parse_config(data: dict[str, Any], source: str = "<config>", base_dir: Path 
                 ) from None
         sections[name] = cls(**values)
     cfg = DeviceConfig(**sections, source=source)
-    if cfg.bundle.path is not None and base_dir is not None and not cfg.bundle.path.is_absolute():
-        cfg = dataclasses.replace(cfg, bundle=dataclasses.replace(cfg.bundle, path=base_dir / cfg.bundle.path))
+    if base_dir is not None:  # relative paths are relative to the config file
+        for section, key in (("bundle", "path"), ("panel", "mapping"), ("presets", "dir")):
+            sub = getattr(cfg, section)
+            value = getattr(sub, key) if sub is not None else None
+            if value is not None and not value.is_absolute():
+                cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(sub, **{key: base_dir / value})})
     _check_consistency(cfg)
     return cfg
 
@@ -331,6 +406,15 @@ def _check_consistency(cfg: DeviceConfig) -> None:
         raise DeviceConfigError(
             f"{cfg.source}: audio.prefill_periods: expected at most audio.periods ({a.periods}), "
             f"got {a.prefill_periods}"
+        )
+    if cfg.panel is not None and cfg.panel.mapping is None:
+        raise DeviceConfigError(
+            f"{cfg.source}: panel.mapping: missing: [panel] needs the mapping file, e.g. "
+            f'mapping = "panels/pi5.toml" (examples in {Path(__file__).parent / "configs" / "panels"})'
+        )
+    if cfg.presets is not None and cfg.presets.dir is None:
+        raise DeviceConfigError(
+            f'{cfg.source}: presets.dir: missing: [presets] needs a writable folder, e.g. dir = "/var/lib/wavae/presets"'
         )
     d = cfg.debug
     if (d.slow_ms > 0) != (d.slow_every > 0):

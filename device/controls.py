@@ -47,7 +47,7 @@ import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from wavae.errors import WavaeError
 
@@ -73,6 +73,15 @@ _SPECS: dict[str, tuple[str, Any, float | None, float | None]] = {
     "output_gain": ("float", 1.0, 0.0, 4.0),
     "smoothing": ("float", 0.05, 0.0, 2.0),
 }
+
+
+class ControlSpec(NamedTuple):
+    """What a control accepts: ``kind`` is "float", "bool" or "choice" (low/high None unless float)."""
+
+    kind: str
+    default: Any
+    low: float | None
+    high: float | None
 
 
 @dataclass(frozen=True)
@@ -132,6 +141,15 @@ class Controls:
             f"unknown control {name!r}; known controls: bias.0 .. bias.{self.latent_dim - 1}, bias (a list), "
             + ", ".join(_SPECS)
         )
+
+    def spec(self, name: str) -> ControlSpec:
+        """Kind, default and range of one control (``bias.K`` included); unknown names raise."""
+        if isinstance(name, str) and name.startswith("bias."):
+            self.check(name, 0.0)
+            return ControlSpec("float", 0.0, -BIAS_LIMIT, BIAS_LIMIT)
+        if not isinstance(name, str) or name not in _SPECS:
+            raise self._unknown(name)
+        return ControlSpec(*_SPECS[name])
 
     def check(self, name: str, value: Any) -> Any:
         """Validate ``name = value`` without applying it; returns the normalised value."""

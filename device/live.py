@@ -102,6 +102,7 @@ from wavae.errors import WavaeError
 from .audio_io import AlsaDuplex, IOStats
 from .config import DebugConfig, DeviceConfig, DeviceConfigError, load_config, with_overrides
 from .controls import Controls, parse_set
+from .inputs import live_status, start_inputs
 from .instrument import Instrument, InstrumentSpec, timing_line
 from .profile import write_report
 from .report import prepare_dir
@@ -450,6 +451,11 @@ def main_live(args: Any) -> int:
         chain = build_chain(inst, cfg, report)
         stack.callback(chain.close)
         latency = _latency_report(inst.engine, duplex, chain.processor, cfg.audio.rate)
+        # panel, OSC and MIDI: their own ordinary-priority threads, writing only the controls
+        inputs = start_inputs(cfg, inst.controls, cfg.bundle.path.name,
+                              live_status(duplex, chain.processor, inst.engine, latency))
+        if inputs is not None:
+            stack.callback(inputs.stop)
         stats = run_chain(duplex, chain, cfg, latency, max_frames)
         duplex.close(drain=True)
     summary = summarize(cfg, inst, chain, stats, latency)

@@ -196,3 +196,37 @@ def test_a_rate_the_engine_cannot_serve_is_refused_in_the_config(tmp_path):
     p.write_text('[audio]\nrate = 192000\n[bundle]\npath = "b"\n')
     with pytest.raises(DeviceConfigError, match="audio.rate.*one of 8000, 11025"):
         load_config(p)
+
+
+def test_optional_input_sections_are_off_when_absent_and_anchor_their_paths(tmp_path):
+    cfg = parse_config({}, source="device.toml")
+    assert cfg.panel is None and cfg.osc is None and cfg.midi is None and cfg.presets is None
+    cfg = parse_config(
+        {"panel": {"mapping": "panels/pi5.toml"}, "osc": {}, "midi": {"api": "jack"}, "presets": {"dir": "state"}},
+        source="device.toml", base_dir=tmp_path,
+    )
+    assert cfg.panel.mapping == tmp_path / "panels/pi5.toml" and cfg.panel.adc_hz == 200.0
+    assert (cfg.osc.host, cfg.osc.port) == ("127.0.0.1", 9000)
+    assert cfg.midi.api == "jack" and cfg.presets.dir == tmp_path / "state"
+    for path in example_configs():
+        c = load_config(path)
+        assert c.panel is not None and c.panel.mapping.is_file(), path
+
+
+@pytest.mark.parametrize(
+    "doc, message",
+    [
+        ({"osc": {"port": 70000}}, "osc.port: expected an integer between 1 and 65535, got 70000"),
+        ({"osc": {"host": "localhost:9000"}}, 'osc.host: expected an IP address such as "127.0.0.1"'),
+        ({"midi": {"api": "coreaudio"}}, 'midi.api: expected one of "alsa", "jack"'),
+        ({"midi": {"virtual": "yes"}}, "midi.virtual: expected true or false"),
+        ({"panel": {"adc_hz": 5000}}, "panel.adc_hz: expected a number between 10 and 1000"),
+        ({"panel": {}}, "panel.mapping: missing"),
+        ({"presets": {}}, "presets.dir: missing"),
+        ({"presets": {"dir": "p", "folder": "q"}}, "presets.folder: unknown key; allowed keys in [presets]: dir, load"),
+    ],
+)
+def test_optional_input_sections_name_bad_keys(doc, message):
+    with pytest.raises(DeviceConfigError) as e:
+        parse_config(doc, source="device.toml")
+    assert message in str(e.value)

@@ -3,7 +3,8 @@
 Every file wavae writes goes through ``atomic_path``: the data lands in a
 temporary file beside the target, is fsynced, given ordinary permissions and
 renamed over the target, and the folder is fsynced, so a power cut leaves
-either the old file or the new one, never half of either.
+either the old file or the new one, never half of either, and a file reported
+saved stays saved.
 
 Temporaries are named ``.NAME.PID.xxxx.tmp`` (``.old`` for a directory moved
 aside).  A process killed outright (``kill -9``, a power cut) leaves them
@@ -104,6 +105,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
+        _fsync_dir(path.parent)  # the rename itself must reach the disk before we say "saved"
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
