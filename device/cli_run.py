@@ -14,6 +14,7 @@ would play it.
 Live mode::
 
     wavae run --config device.toml [--bundle B] [--capture PCM] [--playback PCM] [--seconds S]
+    wavae run --bundle B --capture PCM --playback PCM          (no config: the default settings)
 
 is ``wavae.device.live.main_live(args)``.  Both build the instrument with
 ``wavae.device.instrument``: this module only maps arguments to an
@@ -84,11 +85,12 @@ def _flags(args: argparse.Namespace, names: tuple[str, ...]) -> list[str]:
 def main(args: argparse.Namespace) -> int:
     if args.report is not None and not args.profile:
         raise WavaeError("--report says where the --profile report goes: add --profile, or drop --report")
-    if args.config:
+    if args.config or args.capture or args.playback:  # the live loop, from a config or from the defaults
         stray = _flags(args, FILE_ONLY)
         if stray:
-            raise WavaeError(f"{', '.join(stray)} belong to file mode, but --config runs the live loop: "
-                             f"drop --config to render a file, or drop {', '.join(stray)}")
+            live = "--config" if args.config else "--capture/--playback"
+            raise WavaeError(f"{', '.join(stray)} belong to file mode, but {live} runs the live loop: "
+                             f"drop {live} to render a file, or drop {', '.join(stray)}")
         return int(main_live(args) or 0)
     if not args.input and not args.output:
         raise WavaeError(
@@ -100,7 +102,8 @@ def main(args: argparse.Namespace) -> int:
             raise WavaeError(f"file mode needs --{name} (wavae run --bundle B --input IN.wav --output OUT.wav)")
     stray = _flags(args, LIVE_ONLY)
     if stray:
-        raise WavaeError(f"{', '.join(stray)} belong to the live loop: add --config DEVICE.toml")
+        raise WavaeError(f"{', '.join(stray)} belong to the live loop: add --config DEVICE.toml, "
+                         f"or --capture and --playback PCMs to play with the default settings")
     return run_file(args)
 
 

@@ -100,7 +100,7 @@ import numpy as np
 from wavae.errors import WavaeError
 
 from .audio_io import AlsaDuplex, IOStats
-from .config import DebugConfig, DeviceConfig, DeviceConfigError, load_config, with_overrides
+from .config import DebugConfig, DeviceConfig, DeviceConfigError, load_config, parse_config, with_overrides
 from .controls import Controls, parse_set
 from .inputs import live_status, start_inputs
 from .instrument import Instrument, InstrumentSpec, timing_line
@@ -402,7 +402,7 @@ def _arg(args: Any, name: str) -> Any:
 
 def build_config(args: Any) -> DeviceConfig:
     """The device config with the command line's overrides; ``--seconds`` checked."""
-    cfg = load_config(args.config)
+    cfg = load_config(args.config) if _arg(args, "config") else parse_config({}, source="the defaults (no --config)")
     cfg = with_overrides(
         cfg,
         bundle=_arg(args, "bundle"),

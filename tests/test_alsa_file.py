@@ -426,3 +426,14 @@ def test_live_profile_writes_the_report_on_exit(tmp_path: Path, tiny_bundle: Pat
     assert c["engine"]["count"] == summary["frames"] // PERIOD  # one entry per engine call
     for png in ("hist.png", "series.png", "budget.png"):
         assert (report / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_live_without_a_config_plays_with_the_default_settings(tmp_path: Path, tiny_bundle: Path):
+    """`wavae run --bundle B --capture PCM --playback PCM` needs no config file."""
+    write_raw(tmp_path / "in.raw", synth_audio(SECONDS + 0.25, RATE, seed=4), "S16_LE")
+    conf = file_pcms(tmp_path / "asound.conf", tmp_path / "in.raw", tmp_path / "out.raw")
+    r = _run(WAVAE + ["run", "--bundle", str(tiny_bundle), "--capture", "test_cap", "--playback", "test_play",
+                      "--seconds", str(SECONDS)], alsa_env(conf))
+    summary = _summary(r.stdout)
+    assert summary["frames"] >= int(SECONDS * RATE) and summary["xruns"] == 0
+    assert read_raw(tmp_path / "out.raw", "S16_LE").shape[0] > summary["frames"]  # pre-fill + what was played
