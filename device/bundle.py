@@ -22,6 +22,7 @@ from wavae.fileio import file_sha256
 FORMAT = "wavae-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+MAX_LATENCY_FRAMES = 8  # one latent frame plus filter delays; far above any preset
 PRECISIONS = ("fp32", "fp16", "int8")  # what the device runs, hence what export writes
 GRAPHS = ("encoder", "decoder")
 
@@ -227,6 +228,34 @@ def _check_contract(got: GraphInfo, want: GraphInfo, manifest_path: Path, block:
             )
 
 
+# The model card each graph carries in its ONNX metadata (written by the exporter).
+# The graphs are covered by their sha256; the manifest's own numbers are checked
+# against this, so an edited or damaged manifest cannot make a model run at the
+# wrong rate or report a wrong latency.
+MODEL_CARD_PREFIX = "wavae."
+MODEL_CARD_KEYS = ("sample_rate", "block", "frame", "latent_dim", "latency_samples")
+
+
+def model_card(bundle: "Bundle | dict[str, Any]") -> dict[str, str]:
+    """The metadata a bundle's graphs carry: ``wavae.<key>`` -> the value, as text."""
+    get = bundle.get if isinstance(bundle, dict) else (lambda k: getattr(bundle, k))
+    return {MODEL_CARD_PREFIX + k: str(int(get(k))) for k in MODEL_CARD_KEYS}
+
+
+def check_model_card(bundle: "Bundle", graph_file: str, metadata: dict[str, str]) -> None:
+    """Refuse a manifest whose numbers differ from what its graph was exported with.
+
+    Graphs without the card (hand-made test bundles) are not checked."""
+    want = model_card(bundle)
+    for key, value in want.items():
+        if key in metadata and metadata[key] != value:
+            name = key[len(MODEL_CARD_PREFIX):]
+            raise BundleError(
+                f"{bundle.path / MANIFEST} says {name} = {value}, but {graph_file} was exported with "
+                f"{name} = {metadata[key]}: the manifest was edited or damaged; re-export or re-copy the bundle"
+            )
+
+
 def read_manifest(path: str | Path) -> dict[str, Any]:
     """Parse ``manifest.json`` and check its format and version (not the files)."""
     bundle = Path(path)
@@ -254,6 +283,11 @@ def _read_manifest(bundle: Path) -> dict[str, Any]:
         got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
         raise BundleError(f"{mpath} has format {got!r}, not {FORMAT!r}: this is not a wavae bundle")
     version = manifest.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise BundleError(
+            f"{mpath}: format_version must be a whole number (this wavae reads {FORMAT_VERSION}), not "
+            f"{type(version).__name__} {version!r}; the manifest was edited or damaged: re-export the bundle"
+        )
     if version != FORMAT_VERSION:
         raise BundleError(
             f"{bundle} is bundle format version {version!r}, but this wavae reads version {FORMAT_VERSION}; "
@@ -280,6 +314,9 @@ def _load_bundle(bundle: Path, verify: bool) -> Bundle:
     frame = _int_field(manifest, "frame", where)
     latent_dim = _int_field(manifest, "latent_dim", where)
     latency = _int_field(manifest, "latency_samples", where, minimum=0)
+    if latency > MAX_LATENCY_FRAMES * frame:
+        raise _damaged(where, f"latency_samples {latency} is more than {MAX_LATENCY_FRAMES} latent frames "
+                              f"({MAX_LATENCY_FRAMES * frame} samples), which no wavae model has")
     if block % frame:
         raise _damaged(where, f"block {block} is not a multiple of the latent frame {frame}")
     precision = manifest.get("precision")

@@ -15,7 +15,8 @@ knows about argparse or TOML.  ``Instrument.open`` then goes in this order:
 1. the bundle is read and checked (manifest, checksums);
 2. the controls are made for its latent, ``[controls]`` applied, then
    ``settings`` (``--set``) over them, then the control script is loaded and
-   checked against them: a typo fails in a second, before the model loads;
+   checked against them, and the bundle against the device settings (rate,
+   period, channels): a typo fails in a second, before the model loads;
 3. the calling thread is put under SCHED_FIFO (``realtime_priority``), before
    the backend: the threads created from then on inherit it (onnxruntime's
    intra-op pool when ``threads > 1``, the live loop's worker);
@@ -47,7 +48,7 @@ from .backends import Backend, make_backend
 from .bundle import Bundle, load_bundle
 from .config import ControlsConfig, DeviceConfig, DeviceConfigError
 from .controls import Controls, ControlScript
-from .engine import Engine
+from .engine import Engine, check_servable
 
 log = logging.getLogger("wavae.device.instrument")
 
@@ -130,6 +131,8 @@ class Instrument:
         if spec.settings:  # --set wins over [controls]
             controls.update(dict(spec.settings))
         script = ControlScript.load(spec.script, controls) if spec.script is not None else None
+        # what the engine will refuse, refused before the model loads
+        check_servable(bundle, spec.device_rate, spec.period, spec.channels_in, spec.channels_out)
         with contextlib.ExitStack() as undo:
             previous = set_realtime(spec.realtime_priority, "audio thread")
             if previous is not None:

@@ -26,12 +26,13 @@ import datetime as _dt
 import os
 import shutil
 import subprocess
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import torch
 from torch import Tensor, nn
 
@@ -46,9 +47,10 @@ from wavae.device.bundle import (
     GraphInfo,
     graph_contract,
     load_bundle,
+    model_card,
 )
 from wavae.errors import WavaeError
-from wavae.fileio import atomic_write_json, file_sha256, replace_dir
+from wavae.fileio import atomic_path, atomic_write_json, file_sha256, replace_dir, temp_dir_beside
 from wavae.train.config import Config
 from wavae.train.loudness import DB_FLOOR
 from wavae.train.model import Wavae
@@ -100,7 +102,6 @@ def bundle_graphs(model: Wavae, block: int, root: Path) -> dict[str, GraphInfo]:
 # ONNX export of one graph
 # ----------------------------------------------------------------------------
 def _export_onnx(module: nn.Module, args: tuple[Tensor, ...], inputs: list[str], outputs: list[str], path: Path) -> None:
-    import onnx
 
     with warnings.catch_warnings():
         # the TorchScript exporter is chosen on purpose (see the module docstring)
@@ -141,8 +142,6 @@ def _fold_constants(path: Path) -> None:
     in the graph; the basic level folds it and removes dead nodes without
     introducing any contrib op, so the result is plain opset-17 ONNX.
     """
-    import onnx
-    import onnxruntime as ort
 
     before = onnx.load(str(path))
     so = ort.SessionOptions()
@@ -278,9 +277,8 @@ def export_bundle(
     fold_diff = check_fold(model, folded, block)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    tmp = temp_dir_beside(out)  # and a killed export's leftovers of the same target are removed
     try:
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a bundle is meant to be copied and read
         quant_info: dict[str, Any] | None = None
         if precision == "fp32":
             graphs = export_graphs(folded, block, tmp, progress)
@@ -323,6 +321,19 @@ def export_fp32_bundle(
     return load_bundle(out_dir, verify=False)
 
 
+def stamp_model_card(path: Path, card: dict[str, str]) -> None:
+    """Write ``card`` into the ONNX file's metadata (replacing an older card), atomically."""
+
+    proto = onnx.load(str(path))
+    keep = [p for p in proto.metadata_props if p.key not in card]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(keep)
+    for key, value in card.items():
+        proto.metadata_props.add(key=key, value=value)
+    with atomic_path(path) as tmp:
+        onnx.save(proto, str(tmp))
+
+
 def build_manifest(
     model: Wavae,
     cfg: Config,
@@ -334,6 +345,10 @@ def build_manifest(
     quant_info: dict | None,
 ) -> dict[str, Any]:
     specs = {g: info.manifest_entry(bundle_dir) for g, info in graphs.items()}
+    card = model_card({"sample_rate": model.sample_rate, "block": block, "frame": model.frame,
+                       "latent_dim": model.latent_dim, "latency_samples": model.latency})
+    for spec in specs.values():  # before the checksums: the card is part of what they cover
+        stamp_model_card(bundle_dir / spec["file"], card)
     files = {}
     for spec in specs.values():
         p = bundle_dir / spec["file"]

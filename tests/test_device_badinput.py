@@ -175,3 +175,35 @@ def test_real_process_exit_code_and_stderr(tmp_path, wav, bundle_copy):
                        env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert r.returncode == 1
     assert "bundle format version 99" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_text_format_version_is_named_as_such(capsys, tmp_path, wav, bundle_copy):
+    edit_manifest(bundle_copy, format_version="1")
+    err = expect_error(capsys, "format_version must be a whole number (this wavae reads 1), not str '1'",
+                       "--bundle", bundle_copy, "--input", wav, "--output", tmp_path / "o.wav")
+    assert "but this wavae reads version 1" not in err
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("sample_rate", 44100, "says sample_rate = 44100, but encoder.onnx was exported with sample_rate = 16000"),
+    ("latency_samples", 10**9, "latency_samples 1000000000 is more than 8 latent frames"),
+])
+def test_the_manifests_own_numbers_are_cross_checked(capsys, tmp_path, wav, bundle_copy, key, value, match):
+    edit_manifest(bundle_copy, **{key: value})
+    expect_error(capsys, match, "--bundle", bundle_copy, "--input", wav, "--output", tmp_path / "o.wav")
+    assert not (tmp_path / "o.wav").exists()
+
+
+def test_a_damaged_graph_with_a_matching_checksum_is_a_bundle_error(capsys, tmp_path, wav, bundle_copy):
+    import hashlib
+
+    p = bundle_copy / "decoder.onnx"
+    data = bytearray(p.read_bytes())
+    data[: len(data) // 2] = b"\xff\xfe" * (len(data) // 4)  # damaged before export: not protobuf at all
+    p.write_bytes(bytes(data))
+    m = json.loads((bundle_copy / "manifest.json").read_text())
+    m["files"]["decoder.onnx"] = {"sha256": hashlib.sha256(bytes(data)).hexdigest(), "bytes": len(data)}
+    (bundle_copy / "manifest.json").write_text(json.dumps(m))
+    err = expect_error(capsys, "onnxruntime cannot load", "--bundle", bundle_copy, "--input", wav,
+                       "--output", tmp_path / "o.wav")
+    assert "decoder.onnx" in err and len(err.strip().splitlines()) == 1

@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import numpy as np
 import onnxruntime as ort
-from onnxruntime.capi import onnxruntime_pybind11_state as st
 
-from wavae.device.bundle import Bundle, BundleError, GraphInfo
+from wavae.device.bundle import Bundle, BundleError, GraphInfo, check_model_card
 
 from .base import Backend, BackendError
 
 
-def _ort_load_errors() -> tuple[type[BaseException], ...]:
-    """onnxruntime's own exception types for a model it cannot load."""
-    names = ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoSuchFile", "NotImplemented",
-             "RuntimeException", "NoModel")
-    return tuple(getattr(st, n) for n in names if hasattr(st, n)) + (OSError,)
+def _message(e: BaseException, limit: int = 200) -> str:
+    """An exception's text, safe whatever bytes onnxruntime put in it."""
+    try:
+        text = str(e)
+    except Exception:  # noqa: BLE001 - a message that cannot even be made into text
+        text = repr(e.args)
+    if isinstance(e, UnicodeDecodeError) and isinstance(e.object, (bytes, bytearray)):
+        text = bytes(e.object).decode("utf-8", errors="replace")
+    return text.encode("utf-8", errors="replace").decode("utf-8").strip()[:limit]
 
 
 class _Graph:
@@ -74,12 +77,13 @@ class OnnxBackend(Backend):
         for name, info in bundle.graphs.items():
             try:
                 sess = ort.InferenceSession(str(info.file), so, providers=["CPUExecutionProvider"])
-            except _ort_load_errors() as e:
+            except Exception as e:  # noqa: BLE001 - any failure to build a session is a damaged bundle
                 raise BundleError(
-                    f"onnxruntime cannot load {info.file} ({type(e).__name__}: {str(e).strip()[:200]}); "
+                    f"onnxruntime cannot load {info.file} ({type(e).__name__}: {_message(e)}); "
                     f"the bundle is damaged or was exported for a newer runtime: re-export it"
-                ) from e
+                ) from None
             self._check_io(info, sess)
+            check_model_card(bundle, info.file.name, sess.get_modelmeta().custom_metadata_map)
             self._graphs[name] = _Graph(info, sess, io_binding)
         for _ in range(warmup):
             for name in self._graphs:
