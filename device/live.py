@@ -96,6 +96,8 @@ from wavae.errors import WavaeError
 
 from .audio_io import AlsaDuplex
 from .config import DebugConfig, DeviceConfig, DeviceConfigError, load_config, with_overrides
+from .realtime import lock_memory, set_realtime
+from .service import watch_live_loop
 
 log = logging.getLogger("wavae.device.live")
 
@@ -362,26 +364,6 @@ def warm_up(engine, block_frames: float) -> None:
     engine.reset_stats()
 
 
-def set_realtime(priority: int, what: str) -> tuple[int, Any] | None:
-    """SCHED_FIFO for the calling thread (Linux applies it per thread); warns when not permitted.
-
-    Returns the previous (policy, param) to restore, or None when nothing changed.
-    """
-    if priority <= 0:
-        return None
-    try:
-        previous = (os.sched_getscheduler(0), os.sched_getparam(0))
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
-    except (OSError, AttributeError) as e:
-        log.warning(
-            "cannot run the %s at realtime priority %d (%s): running at normal priority; allow it with "
-            "LimitRTPRIO=%d in the systemd unit or an rtprio limit in /etc/security/limits.d/",
-            what, priority, e, priority,
-        )
-        return None
-    return previous
-
-
 def make_processor(threading_mode: str, step: Process, period: int, delay: int, channels_in: int, channels_out: int):
     """``inline`` runs ``step`` in the audio loop; ``worker`` on a thread, ``delay`` periods behind."""
     if threading_mode == "worker":
@@ -503,11 +485,19 @@ def main_live(args: Any) -> int:
         seconds = _arg(args, "seconds")
         max_frames = int(round(seconds * a.rate)) if seconds is not None else None
 
+        # service hook: mlockall once everything is loaded; notify/watchdog/status/SIGHUP on their own thread
+        locked = lock_memory() if cfg.service.realtime_priority > 0 else False
+        service = watch_live_loop(
+            cfg=cfg, load=lambda: build_config(args), apply_controls=lambda c: apply_initial_controls(controls, c),
+            bundle=bundle, duplex=duplex, processor=processor, engine=engine, latency=latency,
+            realtime=realtime is not None, memory_locked=locked,
+        )
         previous = _install_signal_handlers(duplex)
         try:
             stats = duplex.run(processor, max_frames=max_frames, on_reopen=processor.reset)
         finally:
             _restore_signal_handlers(previous)
+            service.stop()  # STOPPING=1 before the drain
         duplex.close(drain=True)
     finally:
         if processor is not None:
@@ -521,6 +511,7 @@ def main_live(args: Any) -> int:
             sys.setswitchinterval(switch)
 
     summary: dict[str, Any] = {"event": "live_summary", "threading": a.threading, "realtime": realtime is not None}
+    summary["memory_locked"], summary["ready_after_s"] = locked, service.ready_at  # service hook
     summary.update(stats.as_dict())
     summary["late_periods"] = processor.late_periods
     summary["dropped_periods"] = processor.dropped_periods

@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "engine": ("wavae.quantize.cli_engine", "build TensorRT engines from a bundle (Jetson)"),
     "run": ("wavae.device.cli_run", "run the instrument: live ALSA loop or file mode (device, no torch)"),
     "profile": ("wavae.device.cli_profile", "profile latency of a bundle on this machine (device, no torch)"),
+    "status": ("wavae.device.cli_status", "what the running instrument service is doing (device, no torch)"),
 }
 
 

@@ -1,0 +1,89 @@
+"""Realtime without root: SCHED_FIFO for the audio thread, and locked memory.
+
+The systemd unit grants the rights (``LimitRTPRIO=70``, ``LimitMEMLOCK=``);
+the code uses them, per thread, where they are needed:
+
+- ``set_realtime(priority)`` puts the calling thread under SCHED_FIFO (Linux
+  applies it per thread; threads created afterwards inherit it).  Not
+  ``CPUSchedulingPolicy=`` in the unit: that would make every thread
+  realtime, the status and network threads too.  A thread that must not be
+  realtime calls ``set_normal()`` first thing (dropping priority needs no right).
+- ``lock_memory()`` calls ``mlockall(MCL_CURRENT)`` once the model is loaded
+  and warmed up, so no page the audio path touches (code of the libraries,
+  weights, buffers) can be evicted and fetched back from the SD card mid-
+  block.  Not ``MCL_FUTURE``: it would fault in every later mapping in full
+  (8 MiB per new thread stack) and turn an allocation beyond
+  ``RLIMIT_MEMLOCK`` into an error; the audio path allocates nothing per block,
+  so what it touches exists by then.
+
+Without the rights (a shell, no limits.d entry) both log one warning that
+says how to grant them, and the instrument plays at normal priority.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+import resource
+from typing import Any
+
+log = logging.getLogger("wavae.device.realtime")
+
+MCL_CURRENT = 1  # <sys/mman.h>, the same on every Linux architecture
+
+
+def set_realtime(priority: int, what: str) -> tuple[int, Any] | None:
+    """SCHED_FIFO for the calling thread (Linux applies it per thread); warns when not permitted.
+
+    Returns the previous (policy, param) to restore, or None when nothing changed.
+    """
+    if priority <= 0:
+        return None
+    try:
+        previous = (os.sched_getscheduler(0), os.sched_getparam(0))
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except (OSError, AttributeError) as e:
+        log.warning(
+            "cannot run the %s at realtime priority %d (%s): running at normal priority; allow it with "
+            "LimitRTPRIO=%d in the systemd unit or an rtprio limit in /etc/security/limits.d/",
+            what, priority, e, priority,
+        )
+        return None
+    return previous
+
+
+def set_normal() -> None:
+    """Put the calling thread back under SCHED_OTHER (a thread that inherited SCHED_FIFO and must not keep it)."""
+    try:
+        if os.sched_getscheduler(0) != os.SCHED_OTHER:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    except OSError as e:  # lowering one's own priority is always allowed; say so if it is not
+        log.warning("cannot drop this thread to normal priority: %s", e)
+
+
+def _memlock_limit() -> str:
+    soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    return "unlimited" if soft == resource.RLIM_INFINITY else f"{soft // 1024} KiB"
+
+
+def lock_memory() -> bool:
+    """``mlockall(MCL_CURRENT)``; True when locked, else one warning and False (the instrument plays anyway)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        rc = libc.mlockall(MCL_CURRENT)
+    except (OSError, AttributeError) as e:  # no libc symbol (not Linux/glibc/musl)
+        log.warning("cannot lock memory (%s): pages may be evicted under memory pressure", e)
+        return False
+    if rc != 0:
+        err = ctypes.get_errno()
+        log.warning(
+            "cannot lock memory (%s; RLIMIT_MEMLOCK is %s): pages may be evicted and re-read from disk "
+            "mid-block; allow it with LimitMEMLOCK=infinity in the systemd unit or a memlock limit in "
+            "/etc/security/limits.d/",
+            errno.errorcode.get(err, str(err)), _memlock_limit(),
+        )
+        return False
+    return True
+
