@@ -77,6 +77,8 @@ DEVICE_CONFIG ?= $(if $(JETSON),jetson-orin-nano,pi4-usb)
 # Extra pip flags for the device venv.  --no-deps installs the project alone:
 # a staging test checks the layout and the unit in seconds, not the wheels.
 PIP_DEVICE_FLAGS ?=
+# DEVICE_VENV=no skips the venv altogether (tests of the system files alone)
+DEVICE_VENV  ?= yes
 DEVICE_EXTRAS ?= alsa
 VENV_DEST    := $(DESTDIR)$(PREFIX)
 
@@ -84,10 +86,12 @@ install-device: apt
 	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" != 0 ]; then \
 	  echo "install-device writes to $(PREFIX), $(SYSCONFDIR) and $(LIBDIR): run it as root, or stage with DESTDIR=dir" >&2; exit 1; fi
 	# the code: a venv with the device side only (no torch, no training extras)
-	test -x $(VENV_DEST)/bin/python || $(PY) -m venv $(VENV_DEST)
-	$(VENV_DEST)/bin/python -m pip install -q --disable-pip-version-check $(PIP_DEVICE_FLAGS) '.[$(DEVICE_EXTRAS)]'
+	@if [ "$(DEVICE_VENV)" != no ]; then set -ex; \
+	  test -x $(VENV_DEST)/bin/python || $(PY) -m venv $(VENV_DEST); \
+	  $(VENV_DEST)/bin/python -m pip install -q --disable-pip-version-check $(PIP_DEVICE_FLAGS) '.[$(DEVICE_EXTRAS)]'; \
+	fi
 	# staged: the scripts' #! lines name the staging folder; make them name the final one
-	@if [ -n "$(DESTDIR)" ]; then \
+	@if [ -n "$(DESTDIR)" ] && [ -d $(VENV_DEST)/bin ]; then \
 	  grep -lIr -- '$(VENV_DEST)' $(VENV_DEST)/bin | xargs -r sed -i 's|$(VENV_DEST)|$(PREFIX)|g'; fi
 	# the units and system integration; paths rewritten when PREFIX/SYSCONFDIR differ from the defaults
 	install -d $(DESTDIR)$(UNITDIR)

@@ -209,7 +209,7 @@ def read_status(path: Path, stale_after_s: float = STALE_AFTER_S, now: float | N
             f"Check `systemctl status wavae` and `journalctl -u wavae -n 50`"
         ) from None
     except OSError as e:
-        raise StatusError(f"cannot read the status file {path}: {e.strerror}; try again as root or in the audio group") from None
+        raise StatusError(f"cannot read the status file {path}: {e.strerror}; try `sudo wavae status`") from None
     try:
         status = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):

@@ -189,6 +189,19 @@ def test_an_existing_device_config_is_never_overwritten(tmp_path):
     mine = "# the technician's own config\n[service]\nlog_level = \"debug\"\n"
     (tmp_path / "etc/wavae").mkdir(parents=True)
     (tmp_path / "etc/wavae/device.toml").write_text(mine)
-    r = _install(tmp_path)
+    r = _install(tmp_path, "DEVICE_VENV=no")  # the venv plays no part here
+    assert not (tmp_path / "opt").exists()
     assert (tmp_path / "etc/wavae/device.toml").read_text() == mine
     assert "keeping the existing" in r.stdout
+
+
+def test_wavae_status_runs_in_the_staged_venv_without_any_dependency(stage, tmp_path):
+    """The staged venv holds the project alone (--no-deps): `wavae status` needs nothing else, no numpy."""
+    py = stage / "opt/wavae/bin/python"
+    # cwd away from the checkout: `-m` puts the cwd first on sys.path, and the checkout's wavae/ would shadow
+    r = subprocess.run([str(py), "-m", "wavae.cli", "status", "--file", str(tmp_path / "status.json")],
+                       capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 1, r.stderr
+    assert "not running as a service" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([str(py), "-c", "import numpy"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode != 0  # the proof above is meaningful: numpy really is absent there
