@@ -8,13 +8,16 @@ the code uses them, per thread, where they are needed:
   ``CPUSchedulingPolicy=`` in the unit: that would make every thread
   realtime, the status and network threads too.  A thread that must not be
   realtime calls ``set_normal()`` first thing (dropping priority needs no right).
-- ``lock_memory()`` calls ``mlockall(MCL_CURRENT)`` once the model is loaded
-  and warmed up, so no page the audio path touches (code of the libraries,
-  weights, buffers) can be evicted and fetched back from the SD card mid-
-  block.  Not ``MCL_FUTURE``: it would fault in every later mapping in full
-  (8 MiB per new thread stack) and turn an allocation beyond
-  ``RLIMIT_MEMLOCK`` into an error; the audio path allocates nothing per block,
-  so what it touches exists by then.
+- ``lock_memory()`` calls ``mlockall(MCL_CURRENT | MCL_ONFAULT)`` once the
+  model is loaded and warmed up, so no page the audio path has touched (code
+  of the libraries, weights, buffers) can be evicted and fetched back from
+  the SD card mid-block.  ``MCL_ONFAULT`` (Linux >= 4.4) locks what is
+  resident and what is touched later in the same mappings, without faulting
+  in the rest: plain ``MCL_CURRENT`` would make every thread stack (8 MiB
+  each) and every untouched mapping resident (docs/benchmarks/service.md has
+  the figures).  Not ``MCL_FUTURE``: it
+  would turn an allocation beyond ``RLIMIT_MEMLOCK`` into an error; the audio
+  path allocates nothing per block, so what it touches exists by then.
 
 Without the rights (a shell, no limits.d entry) both log one warning that
 says how to grant them, and the instrument plays at normal priority.
@@ -32,6 +35,7 @@ from typing import Any
 log = logging.getLogger("wavae.device.realtime")
 
 MCL_CURRENT = 1  # <sys/mman.h>, the same on every Linux architecture
+MCL_ONFAULT = 4
 
 
 def set_realtime(priority: int, what: str) -> tuple[int, Any] | None:
@@ -69,10 +73,12 @@ def _memlock_limit() -> str:
 
 
 def lock_memory() -> bool:
-    """``mlockall(MCL_CURRENT)``; True when locked, else one warning and False (the instrument plays anyway)."""
+    """``mlockall(MCL_CURRENT | MCL_ONFAULT)``; True when locked, else one warning and False (it plays anyway)."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        rc = libc.mlockall(MCL_CURRENT)
+        rc = libc.mlockall(MCL_CURRENT | MCL_ONFAULT)
+        if rc != 0 and ctypes.get_errno() == errno.EINVAL:  # a kernel older than 4.4: no MCL_ONFAULT
+            rc = libc.mlockall(MCL_CURRENT)
     except (OSError, AttributeError) as e:  # no libc symbol (not Linux/glibc/musl)
         log.warning("cannot lock memory (%s): pages may be evicted under memory pressure", e)
         return False

@@ -65,7 +65,7 @@ class Service:
 
     ``info``: what does not change during the run (model, preset, latency_ms, ...).
     ``status_dir``: where ``status.json`` goes; None picks ``runtime_dir()``
-    (``$RUNTIME_DIRECTORY`` or a writable ``/run/wavae``), False writes none.
+    (``$RUNTIME_DIRECTORY``, set by systemd), False writes none.
     """
 
     def __init__(

@@ -6,11 +6,11 @@ rewrites ``status.json`` in the runtime folder once a second, atomically
 of one):
 
 - the folder is ``$RUNTIME_DIRECTORY`` (systemd sets it from the unit's
-  ``RuntimeDirectory=wavae``: ``/run/wavae``), else ``/run/wavae`` when it
-  exists and is writable, else there is no status file (a run from a shell);
+  ``RuntimeDirectory=wavae``: ``/run/wavae``); a run from a shell writes none;
 - what is in it: process id, state, uptime, model and preset, xruns (total and
-  unrecovered), late periods, device losses, latency, CPU load, RSS, locked
-  memory, the SoC temperature where ``/sys/class/thermal`` has one, and the
+  unrecovered), late periods, device losses, latency, CPU load, RSS, the
+  size of the locked mappings (``VmLck``: with ``MCL_ONFAULT`` more than is
+  resident), the SoC temperature where ``/sys/class/thermal`` has one, and the
   service's restart count (kept in the runtime folder, which systemd keeps
   across restarts with ``RuntimeDirectoryPreserve=restart``).
 
@@ -50,14 +50,15 @@ class StatusError(WavaeError, RuntimeError):
 
 
 def runtime_dir(environ: Mapping[str, str] | None = None) -> Path | None:
-    """Where the status file lives (see the module docstring); None when nowhere is writable."""
+    """Where the running service writes its status: ``$RUNTIME_DIRECTORY``, else nowhere.
+
+    Only the service writes a status file: a second instance started from a
+    shell (as root, to try something) must not overwrite the service's file or
+    count itself as one of its restarts.
+    """
     env = os.environ if environ is None else environ
     rd = env.get("RUNTIME_DIRECTORY", "")
-    if rd:
-        return Path(rd.split(":")[0])  # systemd joins several RuntimeDirectory= entries with ':'
-    if DEFAULT_RUNTIME_DIR.is_dir() and os.access(DEFAULT_RUNTIME_DIR, os.W_OK):
-        return DEFAULT_RUNTIME_DIR
-    return None
+    return Path(rd.split(":")[0]) if rd else None  # systemd joins several RuntimeDirectory= entries with ':'
 
 
 def default_status_path(environ: Mapping[str, str] | None = None) -> Path:

@@ -350,6 +350,43 @@ def test_without_realtime_rights_it_runs_at_normal_priority_and_says_so_once():
     assert "LimitRTPRIO=70" in r.stderr and "LimitMEMLOCK" in r.stderr  # the fix, named
 
 
+def _can_set_fifo() -> bool:
+    try:
+        prev = (os.sched_getscheduler(0), os.sched_getparam(0))
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+        os.sched_setscheduler(0, *prev)
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _can_set_fifo(), reason="SCHED_FIFO not permitted here (needs CAP_SYS_NICE or RLIMIT_RTPRIO)")
+def test_the_service_thread_never_inherits_the_audio_threads_realtime_priority(tmp_path):
+    """Started from a SCHED_FIFO thread (the audio thread), the service thread runs at SCHED_OTHER."""
+    from wavae.device.realtime import set_realtime
+    from wavae.device.service import Service
+
+    seen: list[int] = []
+    done = threading.Event()
+
+    def audio_thread():
+        set_realtime(10, "test thread")
+        assert os.sched_getscheduler(0) == os.SCHED_FIFO
+        svc = Service(progress=lambda: 0, is_ready=lambda: seen.append(os.sched_getscheduler(0)) or False,
+                      facts=dict, info={}, status_dir=False, environ={})
+        svc.start()
+        while not seen:
+            time.sleep(0.01)
+        svc.stop()
+        done.set()
+
+    th = threading.Thread(target=audio_thread)
+    th.start()
+    th.join(timeout=10)
+    assert done.is_set()
+    assert set(seen) == {os.SCHED_OTHER}
+
+
 # ----------------------------------------------------------------------------
 # the live loop under a notify socket (JACK dummy server)
 # ----------------------------------------------------------------------------
@@ -522,3 +559,21 @@ def test_sigterm_sends_stopping_exits_cleanly_with_a_summary(tmp_path, tiny_bund
     with pytest.raises(StatusError, match="stopped"):
         read_status(status_file)
     assert "Traceback" not in live.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_why is not None, reason=_why or "")
+@pytest.mark.skipif(not _can_set_fifo(), reason="SCHED_FIFO not permitted here (needs CAP_SYS_NICE or RLIMIT_RTPRIO)")
+def test_realtime_priority_also_locks_memory_and_the_status_shows_it(tmp_path, tiny_bundle, jack, notify_sock):
+    cfg = _write(tmp_path / "d.toml", tiny_bundle, extra="realtime_priority = 70")
+    live = Live(cfg, _service_env(tmp_path, jack, notify_sock, watchdog_usec=None), seconds=2.5)
+    notify_sock.wait_for("READY")
+    time.sleep(1.2)
+    st = read_status(tmp_path / "run" / "status.json")
+    code, summary = live.finish()
+    assert code == 0, live.stderr[-3000:]
+    if not summary["memory_locked"]:
+        pytest.skip("mlockall not permitted here: " + live.stderr[-500:])
+    assert summary["realtime"] is True and st["realtime"] is True and st["memory_locked"] is True
+    assert st["locked_mb"] > 10  # the interpreter, numpy, onnxruntime and the model are resident
+    print(f"locked {st['locked_mb']} MB, RSS {st['rss_mb']} MB")
