@@ -79,6 +79,8 @@ DEVICE_CONFIG ?= $(if $(JETSON),jetson-orin-nano,pi4-usb)
 PIP_DEVICE_FLAGS ?=
 # DEVICE_VENV=no skips the venv altogether (tests of the system files alone)
 DEVICE_VENV  ?= yes
+# On a Jetson, TensorRT and pycuda come from JetPack's apt packages, outside any venv
+DEVICE_VENV_FLAGS ?= $(if $(JETSON),--system-site-packages,)
 DEVICE_EXTRAS ?= alsa
 VENV_DEST    := $(DESTDIR)$(PREFIX)
 
@@ -87,7 +89,7 @@ install-device: apt
 	  echo "install-device writes to $(PREFIX), $(SYSCONFDIR) and $(LIBDIR): run it as root, or stage with DESTDIR=dir" >&2; exit 1; fi
 	# the code: a venv with the device side only (no torch, no training extras)
 	@if [ "$(DEVICE_VENV)" != no ]; then set -ex; \
-	  test -x $(VENV_DEST)/bin/python || $(PY) -m venv $(VENV_DEST); \
+	  test -x $(VENV_DEST)/bin/python || $(PY) -m venv $(DEVICE_VENV_FLAGS) $(VENV_DEST); \
 	  $(VENV_DEST)/bin/python -m pip install -q --disable-pip-version-check $(PIP_DEVICE_FLAGS) '.[$(DEVICE_EXTRAS)]'; \
 	fi
 	# staged: the scripts' #! lines name the staging folder; make them name the final one
