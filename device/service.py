@@ -9,7 +9,7 @@ only reads the loop's counters:
 - ``progress()`` is a counter the audio loop moves (periods written, device
   reopen attempts); the watchdog pings only when it moved.
 - ``facts()`` gives the loop's counters for the status file and ``STATUS=``.
-- SIGHUP sets an event (the handler does nothing else); the thread sends
+- SIGHUP sets a flag (the handler does nothing else); the thread sends
   ``RELOADING=1``, calls ``reload()`` (``wavae.device.reload``), logs what it
   did or why the new config was refused (the old one keeps running), and
   sends ``READY=1``.
@@ -100,7 +100,7 @@ class Service:
         self.ready_at: float | None = None  # seconds from the process start to READY=1
         self.reloads = 0
         self.last_reload: str | None = None
-        self._reload = threading.Event()
+        self._reload_pending = False  # set by the SIGHUP handler: a plain store, no lock on the audio thread
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._previous_hup: Any = None
@@ -113,11 +113,8 @@ class Service:
         self._thread.start()
         return self
 
-    def _on_hup(self, signum, frame) -> None:  # between bytecodes on the main thread: only set an event
-        self._reload.set()
-
-    def request_reload(self) -> None:
-        self._reload.set()
+    def _on_hup(self, signum, frame) -> None:  # runs on the main (audio) thread between bytecodes: one store
+        self._reload_pending = True
 
     def stop(self, status: str = "stopping") -> None:
         """STOPPING=1 first (systemd shows "deactivating"), then the last status, then join."""
@@ -143,8 +140,8 @@ class Service:
                 self._became_ready()
             if self.watchdog is not None:
                 self.watchdog.poll(now)
-            if self._reload.is_set():
-                self._reload.clear()
+            if self._reload_pending:
+                self._reload_pending = False  # before reading the file: a SIGHUP from now on reloads again
                 self._do_reload()
             if now >= next_file:
                 next_file = now + STATUS_FILE_EVERY_S
