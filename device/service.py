@@ -15,7 +15,8 @@ only reads the loop's counters:
   sends ``READY=1``.
 - ``stop()`` sends ``STOPPING=1``, writes the final status and joins.
 
-Cadence: the thread wakes every ``TICK_S``; the status file is rewritten every
+Cadence: the thread wakes every ``TICK_S`` until READY=1, then every
+``IDLE_TICK_S``; the status file is rewritten every
 ``STATUS_FILE_EVERY_S`` and ``STATUS=`` sent every ``STATUS_NOTIFY_EVERY_S``.
 Nothing here runs on the audio path or takes a lock the audio path takes.
 """
@@ -46,7 +47,8 @@ from .status import (
 
 log = logging.getLogger("wavae.device.service")
 
-TICK_S = 0.02
+TICK_S = 0.02  # until READY=1: it is sent at most this late
+IDLE_TICK_S = 0.1  # then: how soon a SIGHUP or a watchdog check is seen
 STATUS_FILE_EVERY_S = 1.0
 STATUS_NOTIFY_EVERY_S = 5.0
 
@@ -134,7 +136,8 @@ class Service:
     def _run(self) -> None:
         set_normal()  # threads inherit SCHED_FIFO from the audio thread: this one must not keep it
         next_file = next_notify = time.monotonic()
-        while not self._stop.wait(TICK_S):
+        reporting = self.status_writer is not None or self.notifier.enabled  # a shell run: nobody to tell
+        while not self._stop.wait(TICK_S if self.state == "starting" else IDLE_TICK_S):
             now = time.monotonic()
             if self.state == "starting" and self.is_ready():
                 self._became_ready()
@@ -143,7 +146,7 @@ class Service:
             if self._reload_pending:
                 self._reload_pending = False  # before reading the file: a SIGHUP from now on reloads again
                 self._do_reload()
-            if now >= next_file:
+            if reporting and now >= next_file:
                 next_file = now + STATUS_FILE_EVERY_S
                 status = self._write_status()
                 if now >= next_notify:

@@ -494,7 +494,8 @@ def test_watchdog_pings_stop_while_the_loop_hangs_and_resume_after(tmp_path, tin
     assert t_stall is not None
     before = [t for t in pings if t < t_stall]
     after = [t for t in pings if t > t_stall + stall_s]
-    during = [t for t in pings if t_stall + 0.6 < t < t_stall + stall_s]  # one ping may be in flight at the start
+    # the check due just after the stall began may still see the progress made before it: one interval of grace
+    during = [t for t in pings if t_stall + 1.1 < t < t_stall + stall_s]
     assert before and after, pings
     assert during == [], (during, t_stall)
     gaps = [b - a for a, b in zip(pings, pings[1:])]
