@@ -48,7 +48,7 @@ from .status import (
 log = logging.getLogger("wavae.device.service")
 
 TICK_S = 0.02  # until READY=1: it is sent at most this late
-IDLE_TICK_S = 0.1  # then: how soon a SIGHUP or a watchdog check is seen
+IDLE_TICK_S = 0.25  # then: how late a SIGHUP or a watchdog check may be seen (each wake takes the GIL)
 STATUS_FILE_EVERY_S = 1.0
 STATUS_NOTIFY_EVERY_S = 5.0
 
@@ -108,7 +108,16 @@ class Service:
         self._previous_hup: Any = None
 
     # -- life cycle (main thread) ---------------------------------------------
+    @property
+    def active(self) -> bool:
+        """Someone to tell: systemd (``NOTIFY_SOCKET``) or a status folder (``RUNTIME_DIRECTORY``)."""
+        return self.notifier.enabled or self.status_writer is not None
+
     def start(self) -> "Service":
+        """Start the thread and take SIGHUP, when ``active``; a run from a shell keeps neither:
+        no thread shares the GIL with the audio loop, and SIGHUP (the terminal closing) ends it as before."""
+        if not self.active:
+            return self
         if threading.current_thread() is threading.main_thread() and self.reload_fn is not None:
             self._previous_hup = signal.signal(signal.SIGHUP, self._on_hup)
         self._thread = threading.Thread(target=self._run, name="wavae-service", daemon=True)
@@ -129,14 +138,14 @@ class Service:
         if self._thread is not None:
             self._thread.join(timeout=5.0)
         self.state = "stopped"
-        self._write_status()
+        if self.active:
+            self._write_status()
         self.notifier.close()
 
     # -- the thread -------------------------------------------------------------
     def _run(self) -> None:
         set_normal()  # threads inherit SCHED_FIFO from the audio thread: this one must not keep it
         next_file = next_notify = time.monotonic()
-        reporting = self.status_writer is not None or self.notifier.enabled  # a shell run: nobody to tell
         while not self._stop.wait(TICK_S if self.state == "starting" else IDLE_TICK_S):
             now = time.monotonic()
             if self.state == "starting" and self.is_ready():
@@ -146,7 +155,7 @@ class Service:
             if self._reload_pending:
                 self._reload_pending = False  # before reading the file: a SIGHUP from now on reloads again
                 self._do_reload()
-            if reporting and now >= next_file:
+            if now >= next_file:
                 next_file = now + STATUS_FILE_EVERY_S
                 status = self._write_status()
                 if now >= next_notify:
@@ -156,7 +165,9 @@ class Service:
     def _became_ready(self) -> None:
         self.state = "running"
         self.ready_at = time.time() - self.started_at
-        self.notifier.ready(status_line(self.snapshot()))
+        # counters only: the process probe (/proc, /sys reads) waits for the next status write,
+        # so the first periods of audio do not share the GIL with it
+        self.notifier.ready(status_line({"state": self.state, **self.info, **self.facts()}))
         log.info("ready: first model block played, %.2f s after the process started", self.ready_at)
         if self.watchdog_s is not None:
             self.watchdog = Watchdog(self.notifier, self.watchdog_s, self.progress)

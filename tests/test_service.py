@@ -350,6 +350,22 @@ def test_without_realtime_rights_it_runs_at_normal_priority_and_says_so_once():
     assert "LimitRTPRIO=70" in r.stderr and "LimitMEMLOCK" in r.stderr  # the fix, named
 
 
+def test_a_run_from_a_shell_starts_no_service_thread_and_leaves_sighup_alone():
+    from wavae.device.service import Service
+
+    before = signal.getsignal(signal.SIGHUP)
+    threads = threading.active_count()
+    svc = Service(progress=lambda: 0, is_ready=lambda: True, facts=dict, info={}, reload=lambda: "x", environ={})
+    svc.start()
+    try:
+        assert not svc.active
+        assert threading.active_count() == threads
+        assert signal.getsignal(signal.SIGHUP) is before
+    finally:
+        svc.stop()
+    assert signal.getsignal(signal.SIGHUP) is before
+
+
 def _can_set_fifo() -> bool:
     try:
         prev = (os.sched_getscheduler(0), os.sched_getparam(0))
@@ -373,7 +389,7 @@ def test_the_service_thread_never_inherits_the_audio_threads_realtime_priority(t
         set_realtime(10, "test thread")
         assert os.sched_getscheduler(0) == os.SCHED_FIFO
         svc = Service(progress=lambda: 0, is_ready=lambda: seen.append(os.sched_getscheduler(0)) or False,
-                      facts=dict, info={}, status_dir=False, environ={})
+                      facts=dict, info={}, status_dir=tmp_path, environ={})
         svc.start()
         while not seen:
             time.sleep(0.01)
