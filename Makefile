@@ -9,6 +9,9 @@ WAVAE   := $(VENV)/bin/wavae
 STAMP   := $(VENV)/.installed
 APT_PKGS := gcc libasound2-dev alsa-utils libsndfile1 fluidsynth fluid-soundfont-gm \
             espeak-ng sox jackd2 libasound2-plugins systemd
+# what the device itself needs: a compiler and the ALSA headers for pyalsaaudio, aplay/arecord -L (named in
+# the audio errors), libsndfile, venv, systemd
+DEVICE_APT_PKGS := gcc libasound2-dev alsa-utils libsndfile1 python3-venv systemd
 DATA    ?= data/corpus
 RUN     ?= runs/demo
 
@@ -84,7 +87,8 @@ DEVICE_VENV_FLAGS ?= $(if $(JETSON),--system-site-packages,)
 DEVICE_EXTRAS ?= alsa
 VENV_DEST    := $(DESTDIR)$(PREFIX)
 
-install-device: apt
+install-device:
+	@$(MAKE) --no-print-directory apt APT_PKGS="$(DEVICE_APT_PKGS)"
 	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" != 0 ]; then \
 	  echo "install-device writes to $(PREFIX), $(SYSCONFDIR) and $(LIBDIR): run it as root, or stage with DESTDIR=dir" >&2; exit 1; fi
 	# the code: a venv with the device side only (no torch, no training extras)
@@ -120,7 +124,8 @@ install-device: apt
 	  udevadm control --reload-rules && udevadm trigger --subsystem-match=gpio --subsystem-match=spidev || true; \
 	  systemctl daemon-reload; \
 	  systemctl enable wavae.service; \
-	  echo "wavae.service enabled: put a bundle where $(SYSCONFDIR)/wavae/device.toml says, then: systemctl start wavae"; \
+	  systemctl try-restart wavae.service; \
+	  echo "wavae.service enabled (an upgrade restarted it): put a bundle where $(SYSCONFDIR)/wavae/device.toml says, then: systemctl start wavae"; \
 	else \
 	  echo "staged or not a systemd host: wavae.service not enabled (run as root without DESTDIR on the device)"; \
 	fi
