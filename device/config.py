@@ -108,7 +108,7 @@ class ServiceConfig:
     reopen_interval_s: float = 1.0  # a lost device is reopened this often
     io_timeout_s: float = 1.0  # no audio for this long means the device is lost
     log_level: str = "info"
-    realtime_priority: int = 0  # SCHED_FIFO priority of the audio thread (0 = off; needs CAP_SYS_NICE/LimitRTPRIO)
+    realtime_priority: int = 0  # SCHED_FIFO for the audio thread, and mlockall (0 = off; needs LimitRTPRIO/LimitMEMLOCK)
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ from .bundle import Bundle, load_bundle
 from .config import ControlsConfig, DeviceConfig, DeviceConfigError
 from .controls import Controls, ControlScript
 from .engine import Engine, check_servable
+from .realtime import set_realtime
 
 log = logging.getLogger("wavae.device.instrument")
 
@@ -175,26 +176,6 @@ def warm_up(engine: Engine, block_frames: float) -> None:
         engine.process(zeros, out=out)
     engine.reset()
     engine.reset_stats()
-
-
-def set_realtime(priority: int, what: str) -> tuple[int, Any] | None:
-    """SCHED_FIFO for the calling thread (Linux applies it per thread); warns when not permitted.
-
-    Returns the previous (policy, param) to restore, or None when nothing changed.
-    """
-    if priority <= 0:
-        return None
-    try:
-        previous = (os.sched_getscheduler(0), os.sched_getparam(0))
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
-    except (OSError, AttributeError) as e:
-        log.warning(
-            "cannot run the %s at realtime priority %d (%s): running at normal priority; allow it with "
-            "LimitRTPRIO=%d in the systemd unit or an rtprio limit in /etc/security/limits.d/",
-            what, priority, e, priority,
-        )
-        return None
-    return previous
 
 
 def timing_line(engine: Engine) -> str | None:

@@ -105,7 +105,9 @@ from .controls import Controls, parse_set
 from .inputs import live_status, start_inputs
 from .instrument import Instrument, InstrumentSpec, timing_line
 from .profile import write_report
+from .realtime import lock_memory
 from .report import prepare_dir
+from .service import watch_live_loop
 from .timing import BlockRecorder, TimedStep
 
 log = logging.getLogger("wavae.device.live")
@@ -456,9 +458,21 @@ def main_live(args: Any) -> int:
                               live_status(duplex, chain.processor, inst.engine, latency))
         if inputs is not None:
             stack.callback(inputs.stop)
-        stats = run_chain(duplex, chain, cfg, latency, max_frames)
+        # mlockall once everything is loaded; notify, watchdog, status file and SIGHUP on their own thread
+        locked = lock_memory() if cfg.service.realtime_priority > 0 else False
+        service = watch_live_loop(
+            cfg=cfg, load=lambda: build_config(args),
+            apply_controls=lambda c: inst.controls.update(c.controls.for_latent(inst.bundle.latent_dim, c.source)),
+            bundle=inst.bundle, duplex=duplex, processor=chain.processor, engine=inst.engine, latency=latency,
+            realtime=inst.realtime, memory_locked=locked,
+        )
+        try:
+            stats = run_chain(duplex, chain, cfg, latency, max_frames)
+        finally:
+            service.stop()  # STOPPING=1 before the drain
         duplex.close(drain=True)
     summary = summarize(cfg, inst, chain, stats, latency)
+    summary["memory_locked"], summary["ready_after_s"] = locked, service.ready_at
     print(json.dumps(summary), flush=True)
     return 0
 

@@ -29,7 +29,7 @@ from wavae.errors import WavaeError
 
 from .actions import Actions, Rejected
 from .panel.mapping import ACTIONS, MidiCCSpec
-from .threads import ordinary_priority
+from .realtime import ordinary_priority
 
 log = logging.getLogger("wavae.device.midi")
 

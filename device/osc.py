@@ -41,7 +41,7 @@ from wavae.errors import WavaeError
 
 from .actions import Actions, Rejected
 from .controls import ControlError
-from .threads import ordinary_priority
+from .realtime import ordinary_priority
 
 log = logging.getLogger("wavae.device.osc")
 

@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("wavae.device.cli_run", "run the instrument: live ALSA loop or file mode (device, no torch)"),
     "profile": ("wavae.device.cli_profile", "profile latency of a bundle on this machine (device, no torch)"),
     "panel": ("wavae.device.cli_panel", "check the knobs, encoders and buttons wiring live (device, no torch)"),
+    "status": ("wavae.device.cli_status", "what the running instrument service is doing (device, no torch)"),
 }
 
 

@@ -34,11 +34,11 @@ import time
 from typing import Any, Callable
 
 from ..actions import Actions, Rejected
-from ..threads import ordinary_priority
+from ..realtime import ordinary_priority
 from .adc import Mcp3008, SpiBus, open_spidev
 from .encoders import ButtonDecoder, QuadratureDecoder
 from .gpio import GpioLines, GpiodLines, Line, PanelHardwareError
-from .mapping import ButtonSpec, Curve, EncoderSpec, PanelMapping, PotSpec
+from .mapping import Curve, EncoderSpec, PanelMapping, PotSpec
 from .pots import PotFilter, Takeover
 
 log = logging.getLogger("wavae.device.panel")
