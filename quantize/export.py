@@ -23,6 +23,7 @@ writes opset 17 directly, and the opset is asserted after export either way.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import os
 import shutil
 import subprocess
@@ -273,6 +274,7 @@ def export_bundle(
         calibration = None  # only int8 calibrates
 
     model = model.eval()
+    source = {**(source or {}), "model_sha256": model_digest(model)}  # `wavae verify` checks it against its run
     folded = fold_model(model)
     fold_diff = check_fold(model, folded, block)
 
@@ -319,6 +321,16 @@ def export_fp32_bundle(
     graphs = export_graphs(folded, block, out_dir, progress)
     atomic_write_json(out_dir / MANIFEST, build_manifest(folded, cfg, block, "fp32", graphs, out_dir, source, None))
     return load_bundle(out_dir, verify=False)
+
+
+def model_digest(model: nn.Module) -> str:
+    """sha256 of a model's weights and buffers (names, dtypes, shapes, values): which run a bundle came from."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        a = t.detach().cpu().contiguous()
+        h.update(f"{name}:{a.dtype}:{tuple(a.shape)};".encode())
+        h.update(a.numpy().tobytes() if a.dtype != torch.bfloat16 else a.float().numpy().tobytes())
+    return h.hexdigest()
 
 
 def stamp_model_card(path: Path, card: dict[str, str]) -> None:

@@ -40,6 +40,7 @@ Choices
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -55,6 +56,9 @@ from .graph import first_downstream, producers
 QUANTIZED_OPS = ["Conv", "ConvTranspose", "MatMul", "Gemm"]
 ACTIVATION_TYPES = ("int8", "uint8")
 SILENCE_RMS = 10 ** (-70 / 20)  # -70 dBFS: quieter calibration audio counts as silent
+FEW_CALIBRATION_BLOCKS = 64  # below this the activation ranges rest on a few notes: say so
+
+log = logging.getLogger("wavae.quantize.int8")
 DEFAULT_MAX_BLOCKS = 400
 
 
@@ -91,6 +95,13 @@ def check_calibration_audio(audio: np.ndarray | list, block: int) -> list[np.nda
         raise CalibrationError(
             f"calibration audio is silent (RMS {20 * np.log10(max(rms, 1e-12)):.0f} dBFS); "
             f"give real audio from the training data with --calibration DIR"
+        )
+    blocks = total // block
+    if blocks < FEW_CALIBRATION_BLOCKS:
+        log.warning(
+            "int8 calibration on only %d block(s) of audio: activation ranges measured on so little may clip "
+            "or waste resolution on other input; give more real audio (at least %d blocks) with --calibration DIR",
+            blocks, FEW_CALIBRATION_BLOCKS,
         )
     return out
 

@@ -22,7 +22,9 @@ from typing import Any
 import numpy as np
 
 from wavae.device.bundle import Bundle, BundleError, load_bundle
+
 from .bundle import BundleStreamer, verify_bundle_files
+from .export import model_digest
 
 COUNTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Einsum")
 
@@ -190,6 +192,15 @@ def pad_to_block(audio: np.ndarray, block: int) -> np.ndarray:
 
 
 def check_matches(manifest: dict[str, Any], model) -> None:
+    """Refuse to compare a bundle with a model it was not exported from."""
+    source = manifest.get("source") or {}
+    want = source.get("model_sha256")
+    if want is not None and want != model_digest(model):
+        raise BundleError(
+            f"the bundle was not exported from this run's model (it comes from {source.get('run')!r} at "
+            f"{source.get('vae_steps')} VAE / {source.get('vocoder_steps')} vocoder steps, and the weights "
+            f"differ); verify a bundle against the run it was exported from, or re-export it"
+        )
     for key, value in (("sample_rate", model.sample_rate), ("frame", model.frame), ("latent_dim", model.latent_dim)):
         if manifest.get(key) != value:
             raise BundleError(

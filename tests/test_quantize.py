@@ -250,3 +250,35 @@ def test_device_reader_refuses_corrupted_byte_and_unknown_version(tmp_path, tiny
         device_bundle.load_bundle(_corrupt(tiny_bundle, tmp_path / "bad"))
     with pytest.raises(WavaeError, match="version 99"):
         device_bundle.load_bundle(_future(tiny_bundle, tmp_path / "future"))
+
+
+def test_int8_calibration_on_very_little_audio_warns(caplog):
+    from wavae.quantize.int8 import FEW_CALIBRATION_BLOCKS, check_calibration_audio
+
+    rng = np.random.default_rng(0)
+    with caplog.at_level("WARNING", logger="wavae.quantize.int8"):
+        check_calibration_audio(0.1 * rng.standard_normal(256 * 6).astype(np.float32), 256)
+    assert "only 6 block(s)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="wavae.quantize.int8"):
+        check_calibration_audio(0.1 * rng.standard_normal(256 * FEW_CALIBRATION_BLOCKS).astype(np.float32), 256)
+    assert caplog.text == ""
+
+
+def test_verify_refuses_a_run_the_bundle_does_not_come_from(exported, trained_tiny_run, tmp_path, capsys):
+    import soundfile as sf
+    import torch
+
+    other = tmp_path / "other-run"
+    shutil.copytree(trained_tiny_run, other)
+    ckpt = torch.load(other / "checkpoint.pt", weights_only=True)
+    first = next(k for k, v in ckpt["model"].items() if v.is_floating_point())
+    ckpt["model"][first] = ckpt["model"][first] + 0.01  # another run: same preset, other weights
+    torch.save(ckpt, other / "checkpoint.pt")
+    cfg, _, _ = load_run(other)
+    wav = tmp_path / "in.wav"
+    sf.write(wav, synth_audio(1.0, cfg.frontend.sample_rate, seed=5), cfg.frontend.sample_rate)
+    capsys.readouterr()
+    rc = wavae_main(["verify", str(exported["fp32"]), "--run", str(other), "--input", str(wav)])
+    err = capsys.readouterr().err
+    assert rc != 0 and "was not exported from this run's model" in err and "Traceback" not in err
