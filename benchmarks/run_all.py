@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["model_stats.py", "bench_quantize.py", "bench_device.py", "bench_baselines.py"]
+BENCHMARKS = ["model_stats.py", "bench_quantize.py", "bench_device.py", "bench_dsp.py", "bench_baselines.py"]
 
 
 def main() -> int:
