@@ -14,11 +14,11 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import pytest
 
 from alsa_helpers import FakeAlsa
-
-pytest.importorskip("alsaaudio", reason="pyalsaaudio is not installed (pip install pyalsaaudio)")
+from wavae.device import audio_io
+from wavae.device.audio_io import ALIGN_CONFIRM_PERIODS
+from wavae.device.config import AudioConfig, ServiceConfig
 
 RATE, PERIOD, PREFILL = 48000, 256, 2
 PERIODS = 40
@@ -31,9 +31,6 @@ def _run(monkeypatch, shifts: dict[int, int]):
     Returns (stats, the capture period each call got, the playback stream in
     periods (each one value), the frames queued before each write).
     """
-    from wavae.device import audio_io
-    from wavae.device.config import AudioConfig, ServiceConfig
-
     fake = FakeAlsa(lambda pcm: (PERIOD, np.full(PERIOD, pcm.reads, "<i2").tobytes()), paced=True)
     monkeypatch.setattr(audio_io, "alsaaudio", fake)
     audio = AudioConfig(capture="fakecap", playback="fakeplay", rate=RATE, period_size=PERIOD, periods=3,
@@ -58,8 +55,6 @@ def _run(monkeypatch, shifts: dict[int, int]):
 
 
 def _confirm_window():
-    from wavae.device.audio_io import ALIGN_CONFIRM_PERIODS
-
     # the drift is first measured at the read after SHIFT_AT, confirmed a few periods later
     return range(SHIFT_AT + 2, SHIFT_AT + ALIGN_CONFIRM_PERIODS + 4)
 
