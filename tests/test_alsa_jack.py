@@ -167,7 +167,9 @@ def test_lost_device_is_reopened_and_nothing_crashes(tmp_path, tiny_bundle, jack
         jack.stop()  # the "USB interface" goes away mid-run ...
         time.sleep(1.5)
         jack.start()  # ... and comes back
-        stdout, _ = proc.communicate(timeout=60)
+        # not communicate(): it would read stderr too, racing the reader for the lines checked below
+        proc.wait(timeout=60)
+        stdout = proc.stdout.read()  # one summary line: it cannot fill the pipe while the process runs
     finally:
         if proc.poll() is None:
             proc.kill()
