@@ -38,7 +38,7 @@ from wavae.device.controls import Controls  # noqa: E402
 from wavae.device.panel.fakes import FakeGpioLines, FakeMcp3008, turn  # noqa: E402
 from wavae.device.panel.mapping import parse_mapping  # noqa: E402
 from wavae.device.panel.panel import Panel  # noqa: E402
-from wavae.device.profile import cpu_name  # noqa: E402
+from wavae.device.machine import cpu_name  # noqa: E402
 
 OUT = ROOT / "docs" / "benchmarks" / "panel.md"
 MAPPING = {

@@ -38,6 +38,23 @@ How the PCMs are driven
   (``IOStats.xruns_unrecovered`` is what never got there).  Without the drop,
   the pre-fill written after an underrun would pile up on the audio still
   queued and the round trip would grow by a period or two for good.
+- Drift (the streams move apart without an xrun): the offset between them can
+  also change where alsa-lib reports nothing.  Through JACK (or PipeWire) each
+  PCM is a client of its own, and a client that misses a cycle under load
+  (jackd logs "client ... was not finished") loses that period while the other
+  stream goes on; and the two streams start one after the other (the pre-fill
+  write starts playback, the next read starts capture), so a cycle that falls
+  between them starts them a period apart.  So after every captured period the
+  loop compares the frames queued for playback plus those captured and not yet
+  processed with what the pre-fill leaves, ``(prefill_periods - 1) x
+  period_size``; lateness moves frames from one to the other and leaves the sum
+  alone.  A difference of whole periods that persists for ``ALIGN_CONFIRM_PERIODS``
+  periods of wall time (a measurement between the two clients' halves of one
+  cycle lasts less than a cycle) is corrected: playback short (the slack gone)
+  gets the missing periods of silence, playback a period long (the round trip
+  grown) loses the captured period in hand.  Counted (``IOStats.realigns``) and
+  logged.  Unpaced PCMs (the ``file`` plugin) report an empty playback queue and
+  a full capture buffer, which is never a drift.
 - Lost device (USB interface unplugged: I/O fails with ENODEV and the like, or
   no audio arrives for ``io_timeout_s``): both PCMs are closed (playback
   dropped, not drained), nothing is processed or output, and both are reopened
@@ -80,6 +97,7 @@ log = logging.getLogger("wavae.device.audio")
 
 EPIPE = -errno.EPIPE
 _POLL_SLICE_S = 0.1  # longest single poll(), so a stop request is seen quickly
+ALIGN_CONFIRM_PERIODS = 4  # a drift between the streams must persist this long (wall time) to be corrected
 
 
 class AudioDeviceError(WavaeError, RuntimeError):
@@ -167,6 +185,7 @@ class IOStats:
     xruns_capture: int = 0
     xruns_playback: int = 0
     xruns_recovered: int = 0
+    realigns: int = 0  # drifts between the streams corrected without an xrun (see the module docstring)
     device_lost: int = 0
     reopen_attempts: int = 0  # failed reopen attempts
     reopens: int = 0  # successful reopens
@@ -252,6 +271,8 @@ class AlsaDuplex:
         self._cap = self._play = None
         self._cap_poll = self._play_poll = None
         self._pending_xruns = 0
+        self._drift = 0  # the misalignment (whole periods) being confirmed, and since when
+        self._drift_since = 0.0
         self._stop = threading.Event()
         self.stats = IOStats()
         self.actual: dict[str, dict] = {}  # what the PCMs negotiated (pcm.info())
@@ -451,6 +472,8 @@ class AlsaDuplex:
                 continue
             try:
                 x = self._read_period()
+                if self._realign():
+                    continue  # that period was dropped: playback had one too many queued
                 y = process(x)
                 written = self._write_period(y)
             except _DeviceLost as e:
@@ -475,6 +498,7 @@ class AlsaDuplex:
 
     def _prefill_playback(self) -> None:
         """Queue the pre-fill on a prepared playback PCM; it starts playing on this write."""
+        self._drift = 0
         for _ in range(10):
             if self._write_all(self._prefill):
                 return
@@ -502,6 +526,56 @@ class AlsaDuplex:
         self._xrun(what, capture)
         self._drop_both()
         self._prefill_playback()
+
+    def _misalignment(self) -> int:
+        """Whole periods the streams have moved from their start-up offset (see the module docstring).
+
+        Positive: playback holds more than the pre-fill leaves (the round trip
+        grew); negative: playback plus what is captured and not yet processed
+        falls short of it (the slack shrank).  0 when aligned, or when a PCM is
+        in an xrun (the next read or write resyncs).  Called after a whole
+        period has been read, before it is processed.
+        """
+        try:
+            play_avail = self._play.avail()
+            cap_avail = self._cap.avail()
+        except alsaaudio.ALSAAudioError as e:
+            raise _DeviceLost(f"avail failed: {_alsa_message(e)}") from None
+        if play_avail < 0 or cap_avail < 0:
+            return 0
+        target = (self.audio.prefill_periods - 1) * self.period
+        queued = self.actual["playback"]["buffer_size"] - play_avail
+        if queued > target:
+            excess = queued - target
+        else:
+            captured = cap_avail + self._cap_fill // self.cap_conv.frame_bytes
+            excess = min(0, queued + captured - target)
+        return round(excess / self.period)
+
+    def _realign(self) -> bool:
+        """Correct a drift between the streams once it has persisted; True when the period in hand is dropped."""
+        m = self._misalignment()
+        now = time.monotonic()
+        if m != self._drift:
+            self._drift, self._drift_since = m, now
+            return False
+        if m == 0 or now - self._drift_since < ALIGN_CONFIRM_PERIODS * self.period / self.audio.rate:
+            return False
+        self._drift = 0
+        st = self.stats
+        st.realigns += 1
+        if st.realigns <= 10 or st.realigns % 100 == 0:
+            log.warning(
+                "the capture and playback streams drifted %+d period(s) apart after %.2f s of audio; realigned "
+                "(%d so far)", m, st.frames / self.audio.rate, st.realigns,
+            )
+        if m > 0:
+            return True
+        silence = memoryview(self._prefill)[: -m * self.play_conv.frame_bytes * self.period]
+        if self._write_all(silence):
+            return False
+        self._resync("playback underrun", capture=False)
+        return True  # captured before the restart: stale
 
     def _read_period(self) -> np.ndarray:
         cap, nbytes, view = self._cap, self.cap_conv.nbytes, self._cap_view

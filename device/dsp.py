@@ -19,10 +19,10 @@
   it (continuous, with a continuous slope).  Bit-exact identity below the knee.
 * ``one_pole_coefficient``: the smoothing coefficient for a time constant.
 
-Cost of the feedback shaper here (x86, one thread): 17 us per 256-sample block,
-23 us per 512 (it was 50 / 104 us with a per-sample Python loop); nothing once
-switched off.  numpy only: scipy's ``lfilter`` would do the same but is not a
-device dependency.
+The shaper costs nothing once switched off; what it costs per block while on,
+against a per-sample Python loop, is measured by ``benchmarks/bench_dsp.py``
+(docs/benchmarks/dsp.md).  numpy only: scipy's ``lfilter`` would do the same
+but is not a device dependency.
 """
 
 from __future__ import annotations

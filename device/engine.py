@@ -23,19 +23,23 @@ model block longer than a frame, period/block misalignment).  The live loop's
 ALSA buffer comes on top and is reported by it.
 
 Controls are read once per model block from ``Controls.snapshot`` (a reference
-load; no lock) and smoothed per latent frame with a one-pole filter whose time
-constant is the ``smoothing`` control.  Switches (freeze, loudness source,
-generative) are crossfades of the same kind, so nothing clicks.  A smoothed
-value lands exactly on its target once within ``SNAP`` of it (``SWITCH_SNAP``
-for the switches), so a control returned to its resting value (feedback gain 0,
-output gain 1) switches its processing off instead of crawling through
-denormals forever.
+load; no lock) and smoothed per latent frame by a ``ControlSmoother``
+(``wavae.device.smoothing``): one-pole glides whose time constant is the
+``smoothing`` control, crossfades for the switches (freeze, loudness_source,
+generative), each landing exactly on its target, so a control returned to its
+resting value (feedback_gain 0, output_gain 1) switches its processing off.
+Each latent frame of a block, in order: the source latent (the encoder's, or
+the one held by ``freeze``, crossfaded), ``scale * z + bias + noise * z_std *
+N(0, 1)``, the loudness (the encoder's or the manual one, crossfaded by
+``loudness_source``), then the ``generative`` crossfade to ``bias + noise *
+N(0, 1)`` with the manual loudness.
 
-Fade-in: the decoder's first output from zero state is a click (about 0.13 on
-sample 0 for a trained tiny model).  After construction, every ``reset()`` and
-every NaN-guard reset, the decoded audio is faded in over ``fade_in_s`` (default
-``FADE_IN_S`` = 15 ms) with a raised cosine ``w[n] = (1 - cos(pi n / F)) / 2``,
-starting with the first decoder block that is not muted.  It is applied at the
+Fade-in: the decoder's first output from zero state is a click on its first
+samples (tests/test_device_engine.py measures it on a trained tiny model).
+After construction, every ``reset()`` and every NaN-guard reset, the decoded
+audio is faded in over ``fade_in_s`` (default ``FADE_IN_S`` = 15 ms) with a
+raised cosine ``w[n] = (1 - cos(pi n / F)) / 2``, starting with the first
+decoder block that is not muted.  It is applied at the
 model rate, on the very samples the click is in, so the output resampler never
 sees the click to spread it; at the device rate the fade ends ``fade_in_s``
 after the model's first sample comes out (``signal_delay_samples`` after a
@@ -59,10 +63,11 @@ from wavae.errors import WavaeError
 
 from .backends import Backend
 from .bundle import Bundle
-from .controls import Controls, ControlSnapshot
-from .dsp import FeedbackShaper, one_pole_coefficient, soft_limit
+from .controls import Controls
+from .dsp import FeedbackShaper, soft_limit
 from .fifo import Fifo
 from .resample import PolyphaseResampler, ResampleError, make_resampler
+from .smoothing import ControlSmoother
 
 log = logging.getLogger("wavae.device.engine")
 
@@ -73,11 +78,6 @@ MAX_PERIOD = 16384
 INPUT_CLIP = 4.0  # input samples beyond +-4 full scale are clipped (nothing real gets there)
 OUTPUT_KNEE, OUTPUT_CEILING = 0.9, 1.0
 FADE_IN_S = 0.015  # raised-cosine fade-in of the decoded audio after every reset (seconds)
-SNAP = 1e-7  # a smoothed control this close to its target is set to it exactly
-SWITCH_SNAP = 1e-4  # the same for the on/off crossfades (freeze, manual loudness, generative)
-
-# smoothed scalars, after the latent_dim bias entries
-_SCALARS = ("scale", "noise", "loudness", "freeze", "manual", "generative", "fb_gain", "fb_logf", "fb_q", "out_gain")
 
 
 class EngineError(WavaeError, ValueError):
@@ -166,79 +166,27 @@ class Engine:
         check_servable(bundle, device_rate, period, channels_in, channels_out)
         if isinstance(fade_in_s, bool) or not isinstance(fade_in_s, (int, float)) or not 0.0 <= fade_in_s <= 1.0:
             raise EngineError(f"fade_in_s must be between 0 and 1 second, got {fade_in_s!r}")
-        self.bundle, self.backend = bundle, backend
+        if controls is None:
+            controls = Controls(bundle.latent_dim)
+        elif controls.latent_dim != bundle.latent_dim:
+            raise EngineError(
+                f"the controls have {controls.latent_dim} bias dimensions but the bundle's latent has "
+                f"{bundle.latent_dim}"
+            )
+        self.bundle, self.backend, self.controls = bundle, backend, controls
         self.device_rate, self.period = int(device_rate), int(period)
         self.channels_in, self.channels_out = channels_in, channels_out
         self.model_rate, self.block, self.frame = bundle.sample_rate, bundle.block, bundle.frame
-        self.latent_dim = D = bundle.latent_dim
+        self.latent_dim = bundle.latent_dim
         self.frames_per_block = bundle.block // bundle.frame
-        if controls is None:
-            controls = Controls(D)
-        elif controls.latent_dim != D:
-            raise EngineError(f"the controls have {controls.latent_dim} bias dimensions but the bundle's latent has {D}")
-        self.controls = controls
         self.seed = seed
         self.resampler_kind = resampler
-        try:
-            self._rs_in = make_resampler(self.device_rate, self.model_rate, self.period, resampler)
-            self._rs_out = make_resampler(self.model_rate, self.device_rate, self.block, resampler)
-        except ResampleError as e:
-            raise EngineError(str(e)) from e
-
-        # buffering: the exact prefill over two joint cycles of periods, blocks and resampler phases
-        sim_in = make_resampler(self.device_rate, self.model_rate, self.period, resampler)
-        sim_out = make_resampler(self.model_rate, self.device_rate, self.block, resampler)
-        self.prefill, max_out, max_in = simulate_prefill(sim_in, sim_out, self.period, self.block,
-                                                         self._simulation_calls())
-        # the resamplers' delay in device samples (soxr's: its average pending output over the run)
-        self._resampler_delay = sim_in.delay * self.device_rate / self.model_rate + sim_out.delay
-        self._in_fifo = Fifo(max_in + self.block + 64)
-        self._out_fifo = Fifo(max_out + self.period + 64)
-
-        # preallocated buffers
-        P, B, nf = self.period, self.block, self.frames_per_block
-        self._mono = np.zeros(P, np.float32)
-        self._out_mono = np.zeros(P, np.float32)
-        self._work_p = np.zeros(P, np.float32)
-        self._enc_in = backend.input_buffers("encoder")
-        self._enc_audio = self._enc_in["audio"].reshape(B)
-        self._dec_in = backend.input_buffers("decoder")
-        self._dec_z = self._dec_in["z"].reshape(D, nf)
-        self._dec_loud = self._dec_in["loudness"].reshape(nf)
-        self._y = np.zeros(B, np.float32)
-        self._work_b = np.zeros(B, np.float32)
-        self._fb_buf = np.zeros(B, np.float32)
-        self._ramp = (np.arange(1, B + 1, dtype=np.float32) / B).astype(np.float32)
-        # fade-in envelope: F raised-cosine samples, then ones for a whole block
-        self.fade_samples = F = int(round(fade_in_s * self.model_rate))
-        self._fade = np.ones(F + B, np.float32)
-        self._fade[:F] = 0.5 * (1.0 - np.cos(np.pi * np.arange(F) / F))
-        self._eps = np.zeros(D, np.float32)
-        self._tmp_d = np.zeros(D, np.float32)
-        self._bias = np.zeros(D, np.float32)
-        self._zsrc = np.zeros(D, np.float32)
-        self._std_src = np.zeros(D, np.float32)
-        self._z = np.zeros(D, np.float32)
-        self._held_z = np.zeros(D, np.float32)
-        self._held_std = np.zeros(D, np.float32)
-        self._held_loud = 0.0
-        self._enc_z = np.zeros((D, nf), np.float32)
-        self._enc_std = np.zeros((D, nf), np.float32)
-        self._enc_loud = np.zeros(nf, np.float32)
-        n = D + len(_SCALARS)
-        self._S = np.zeros(n, np.float64)  # smoothed control values
-        self._T = np.zeros(n, np.float64)  # their targets
-        self._dS = np.zeros(n, np.float64)
-        self._absd = np.zeros(n, np.float64)
-        self._snap_mask = np.zeros(n, bool)
-        self._idx = {k: D + i for i, k in enumerate(_SCALARS)}
-        self._snap_tol = np.full(n, SNAP)
-        for k in ("freeze", "manual", "generative"):  # crossfades land exactly on 0 or 1
-            self._snap_tol[self._idx[k]] = SWITCH_SNAP
-        self._fb = FeedbackShaper(self.model_rate, B)
-        self._frame_s = self.frame / self.model_rate
-        self._out_gain_prev = 1.0
-
+        self._plan_buffering(resampler)
+        self._allocate_buffers()
+        self._make_fade(fade_in_s)
+        self.smoother = ControlSmoother(self.latent_dim, self.frame / self.model_rate)
+        self._fb = FeedbackShaper(self.model_rate, self.block)
+        self._output_gain_prev = 1.0
         self.stats = {
             "periods": 0,
             "blocks": 0,
@@ -254,6 +202,23 @@ class Engine:
         self.reset()
 
     # ------------------------------------------------------------------ set-up
+    def _plan_buffering(self, resampler: str) -> None:
+        """The resamplers, and the FIFOs sized by the exact prefill over two joint cycles
+        of periods, blocks and resampler phases (``simulate_prefill``)."""
+        try:
+            self._rs_in = make_resampler(self.device_rate, self.model_rate, self.period, resampler)
+            self._rs_out = make_resampler(self.model_rate, self.device_rate, self.block, resampler)
+        except ResampleError as e:
+            raise EngineError(str(e)) from e
+        sim_in = make_resampler(self.device_rate, self.model_rate, self.period, resampler)
+        sim_out = make_resampler(self.model_rate, self.device_rate, self.block, resampler)
+        self.prefill, max_out, max_in = simulate_prefill(sim_in, sim_out, self.period, self.block,
+                                                         self._simulation_calls())
+        # the resamplers' delay in device samples (soxr's: its average pending output over the run)
+        self._resampler_delay = sim_in.delay * self.device_rate / self.model_rate + sim_out.delay
+        self._in_fifo = Fifo(max_in + self.block + 64)
+        self._out_fifo = Fifo(max_out + self.period + 64)
+
     def _simulation_calls(self) -> int:
         g = math.gcd(self.device_rate, self.model_rate)
         l_in, m_in = self.model_rate // g, self.device_rate // g
@@ -263,24 +228,49 @@ class Engine:
             calls = max(calls, 4 * self.device_rate // self.period)  # soxr blocks internally
         return min(calls, 50000)
 
+    def _allocate_buffers(self) -> None:
+        """Every array the audio path writes: periods, blocks, latent frames, and the backend's inputs."""
+        P, B, D, nf = self.period, self.block, self.latent_dim, self.frames_per_block
+        self._mono = np.zeros(P, np.float32)
+        self._out_mono = np.zeros(P, np.float32)
+        self._work_p = np.zeros(P, np.float32)
+        self._enc_in = self.backend.input_buffers("encoder")
+        self._enc_audio = self._enc_in["audio"].reshape(B)
+        self._dec_in = self.backend.input_buffers("decoder")
+        self._dec_z = self._dec_in["z"].reshape(D, nf)
+        self._dec_loud = self._dec_in["loudness"].reshape(nf)
+        self._y = np.zeros(B, np.float32)
+        self._work_b = np.zeros(B, np.float32)
+        self._fb_buf = np.zeros(B, np.float32)
+        self._ramp = (np.arange(1, B + 1, dtype=np.float32) / B).astype(np.float32)
+        self._eps = np.zeros(D, np.float32)
+        self._tmp_d = np.zeros(D, np.float32)
+        self._bias = np.zeros(D, np.float32)
+        self._zsrc = np.zeros(D, np.float32)
+        self._std_src = np.zeros(D, np.float32)
+        self._z = np.zeros(D, np.float32)
+        self._held_z = np.zeros(D, np.float32)
+        self._held_std = np.zeros(D, np.float32)
+        self._held_loud = 0.0
+        self._enc_z = np.zeros((D, nf), np.float32)
+        self._enc_std = np.zeros((D, nf), np.float32)
+        self._enc_loud = np.zeros(nf, np.float32)
+
+    def _make_fade(self, fade_in_s: float) -> None:
+        """The fade-in envelope: F raised-cosine samples, then ones for a whole block."""
+        self.fade_samples = F = int(round(fade_in_s * self.model_rate))
+        self._fade = np.ones(F + self.block, np.float32)
+        self._fade[:F] = 0.5 * (1.0 - np.cos(np.pi * np.arange(F) / F))
+
     def reset(self) -> None:
         """Zero the model state, filters, FIFOs and smoothing; re-prime the output FIFO."""
-        self._enc_state = self.backend.init_state("encoder")
-        self._dec_state = self.backend.init_state("decoder")
+        self._reset_model()
         self._rs_in.reset()
         self._rs_out.reset()
         self._in_fifo.clear()
         self._out_fifo.clear()
         self._out_fifo.write_zeros(self.prefill)
-        self._fb.reset()
-        self._fb_buf.fill(0.0)
-        self._fb_live = False  # the shaper ran last block: _fb_buf is mixed into the next
-        self._held_z.fill(0.0)
-        self._held_std.fill(0.0)
-        self._held_loud = 0.0
-        self._fade_pos = 0  # samples of the fade-in applied so far
-        self._snap: ControlSnapshot | None = None
-        self._fresh = True
+        self.smoother.reset()
         self._rng = np.random.default_rng(self.seed)
         self._device_frames = 0  # device frames taken in since the reset
         self._model_pos = 0  # model-rate samples consumed as blocks
@@ -293,16 +283,18 @@ class Engine:
         self._n_timed = 0
 
     def _reset_model(self) -> None:
-        """The NaN guard's reset: model state, feedback and freeze hold; the next audible block fades in."""
+        """Model state, feedback and freeze hold back to zero; the next audible block fades in.
+
+        Part of ``reset``, and the NaN guard's reset on its own."""
         self._enc_state = self.backend.init_state("encoder")
         self._dec_state = self.backend.init_state("decoder")
         self._fb.reset()
         self._fb_buf.fill(0.0)
-        self._fb_live = False
+        self._fb_live = False  # the shaper ran last block: _fb_buf is mixed into the next
         self._held_z.fill(0.0)
         self._held_std.fill(0.0)
         self._held_loud = 0.0
-        self._fade_pos = 0
+        self._fade_pos = 0  # samples of the fade-in applied so far
 
     def _guard_event(self, cause: str, what: str) -> None:
         """Count a NaN-guard reset; log the first of each ``cause`` ("input" or "model")."""
@@ -313,109 +305,100 @@ class Engine:
                 "%s: muted, model state reset (logged once; see stats['nan_resets'] for the count)", what
             )
 
-    # ---------------------------------------------------------------- controls
-    def _retarget(self, snap: ControlSnapshot) -> None:
-        T, ix = self._T, self._idx
-        T[: self.latent_dim] = snap.bias
-        T[ix["scale"]] = snap.scale
-        T[ix["noise"]] = snap.noise
-        T[ix["loudness"]] = snap.loudness
-        T[ix["freeze"]] = 1.0 if snap.freeze else 0.0
-        T[ix["manual"]] = 1.0 if snap.loudness_source == "manual" else 0.0
-        T[ix["generative"]] = 1.0 if snap.generative else 0.0
-        T[ix["fb_gain"]] = snap.feedback_gain
-        T[ix["fb_logf"]] = math.log(snap.feedback_freq)
-        T[ix["fb_q"]] = snap.feedback_q
-        T[ix["out_gain"]] = snap.output_gain
-        self._a = one_pole_coefficient(snap.smoothing, self._frame_s)
-        self._snap = snap
-        if self._fresh:
-            self._S[:] = T
-            self._out_gain_prev = snap.output_gain
-            self._fresh = False
-
-    def _smooth_step(self) -> None:
-        S, T, dS = self._S, self._T, self._dS
-        np.subtract(T, S, out=dS)
-        np.abs(dS, out=self._absd)
-        np.less(self._absd, self._snap_tol, out=self._snap_mask)
-        dS *= 1.0 - self._a
-        S += dS
-        np.copyto(S, T, where=self._snap_mask)  # close enough: exactly on target from here on
-
     # ------------------------------------------------------------------ blocks
     def _run_block(self) -> None:
+        """One model block: input FIFO -> encoder -> latent controls -> decoder -> output FIFO."""
         t0 = time.perf_counter()
         snap = self.controls.snapshot
-        if snap is not self._snap:
-            self._retarget(snap)
-        D, nf = self.latent_dim, self.frames_per_block
-        S, T, ix = self._S, self._T, self._idx
-        x = self._enc_audio
-        self._in_fifo.read_into(x)
+        if snap is not self.smoother.snapshot and self.smoother.retarget(snap):
+            self._output_gain_prev = snap.output_gain  # a jump: no gain ramp from the old value
         block_start = self._model_pos
         self._model_pos += self.block
+        self._encode()
+        for j in range(self.frames_per_block):
+            self.smoother.step()
+            self._latent_frame(j)
+        y = self._decode(block_start)
+        self._apply_output_gain(y)
+        self._feed_back(y)
+        self._out_fifo.write(self._rs_out.process(y))
+        self.stats["blocks"] += 1
+        self.block_times[self._n_timed % self.block_times.size] = time.perf_counter() - t0
+        self._n_timed += 1
+
+    def _encode(self) -> None:
+        """A block from the input FIFO, plus last block's feedback, through the encoder
+        (skipped, zeros, once the generative crossfade is complete)."""
+        D, nf = self.latent_dim, self.frames_per_block
+        x = self._enc_audio
+        self._in_fifo.read_into(x)
         if self._fb_live:
             x += self._fb_buf
-
-        skip_encoder = S[ix["generative"]] == 1.0 and T[ix["generative"]] == 1.0
-        if skip_encoder:
+        sm = self.smoother
+        if sm.value("generative") == 1.0 and sm.target("generative") == 1.0:
             self.stats["generative_blocks"] += 1
             self._enc_z.fill(0.0)
             self._enc_std.fill(0.0)
             self._enc_loud.fill(0.0)
-        else:
-            outs, self._enc_state = self.backend.process("encoder", self._enc_in, self._enc_state)
-            np.copyto(self._enc_z, outs["z_mean"].reshape(D, nf))
-            np.copyto(self._enc_std, outs["z_std"].reshape(D, nf))
-            np.copyto(self._enc_loud, outs["loudness"].reshape(nf))
+            return
+        outs, self._enc_state = self.backend.process("encoder", self._enc_in, self._enc_state)
+        np.copyto(self._enc_z, outs["z_mean"].reshape(D, nf))
+        np.copyto(self._enc_std, outs["z_std"].reshape(D, nf))
+        np.copyto(self._enc_loud, outs["loudness"].reshape(nf))
 
-        z, zsrc, stdsrc, tmp, bias = self._z, self._zsrc, self._std_src, self._tmp_d, self._bias
-        for j in range(nf):
-            self._smooth_step()
-            np.copyto(bias, S[:D], casting="same_kind")
-            zl, sl, ll = self._enc_z[:, j], self._enc_std[:, j], float(self._enc_loud[j])
-            m_f = float(S[ix["freeze"]])
-            if T[ix["freeze"]] == 0.0 and m_f == 0.0:  # not frozen: the hold tracks the input
-                np.copyto(self._held_z, zl)
-                np.copyto(self._held_std, sl)
-                self._held_loud = ll
-            if m_f == 0.0:
-                np.copyto(zsrc, zl)
-                np.copyto(stdsrc, sl)
-                loud = ll
-            else:  # crossfade live -> held
-                np.multiply(zl, 1.0 - m_f, out=zsrc)
-                np.multiply(self._held_z, m_f, out=tmp)
-                zsrc += tmp
-                np.multiply(sl, 1.0 - m_f, out=stdsrc)
-                np.multiply(self._held_std, m_f, out=tmp)
-                stdsrc += tmp
-                loud = (1.0 - m_f) * ll + m_f * self._held_loud
-            # z = scale * z + bias + noise * std * eps
-            np.multiply(zsrc, float(S[ix["scale"]]), out=z)
-            z += bias
-            noise = float(S[ix["noise"]])
-            m_g = float(S[ix["generative"]])
-            if noise > 0.0 or m_g > 0.0:
-                self._rng.standard_normal(D, dtype=np.float32, out=self._eps)
-            if noise > 0.0:
-                np.multiply(stdsrc, self._eps, out=zsrc)  # zsrc is free now
-                zsrc *= noise
-                z += zsrc
-            m_l = float(S[ix["manual"]])
-            manual = float(S[ix["loudness"]])
-            loud = (1.0 - m_l) * loud + m_l * manual
-            if m_g > 0.0:  # generative: z = bias + noise * N(0, 1), manual loudness
-                z *= 1.0 - m_g
-                np.multiply(self._eps, noise * m_g, out=zsrc)
-                np.multiply(bias, m_g, out=tmp)
-                zsrc += tmp
-                z += zsrc
-                loud = (1.0 - m_g) * loud + m_g * manual
-            self._dec_z[:, j] = z
-            self._dec_loud[j] = loud
+    def _latent_frame(self, j: int) -> None:
+        """Decoder input for latent frame ``j`` of the block (the order is in the module docstring)."""
+        sm = self.smoother
+        z, zsrc, tmp, bias = self._z, self._zsrc, self._tmp_d, self._bias
+        np.copyto(bias, sm.bias, casting="same_kind")
+        loud = self._source_frame(j)
+        # z = scale * z + bias + noise * std * eps
+        np.multiply(zsrc, sm.value("scale"), out=z)
+        z += bias
+        noise = sm.value("noise")
+        generative = sm.value("generative")
+        if noise > 0.0 or generative > 0.0:
+            self._rng.standard_normal(self.latent_dim, dtype=np.float32, out=self._eps)
+        if noise > 0.0:
+            np.multiply(self._std_src, self._eps, out=zsrc)  # zsrc is free now
+            zsrc *= noise
+            z += zsrc
+        manual_source = sm.value("loudness_source")
+        manual = sm.value("loudness")
+        loud = (1.0 - manual_source) * loud + manual_source * manual
+        if generative > 0.0:  # generative: z = bias + noise * N(0, 1), manual loudness
+            z *= 1.0 - generative
+            np.multiply(self._eps, noise * generative, out=zsrc)
+            np.multiply(bias, generative, out=tmp)
+            zsrc += tmp
+            z += zsrc
+            loud = (1.0 - generative) * loud + generative * manual
+        self._dec_z[:, j] = z
+        self._dec_loud[j] = loud
 
+    def _source_frame(self, j: int) -> float:
+        """The encoder's latent, std and loudness for frame ``j``, or the held ones as far as
+        ``freeze`` has crossfaded to them: into ``_zsrc`` and ``_std_src``; returns the loudness."""
+        zl, sl, ll = self._enc_z[:, j], self._enc_std[:, j], float(self._enc_loud[j])
+        frozen = self.smoother.value("freeze")
+        if frozen == 0.0 and self.smoother.target("freeze") == 0.0:  # not frozen: the hold tracks the input
+            np.copyto(self._held_z, zl)
+            np.copyto(self._held_std, sl)
+            self._held_loud = ll
+        if frozen == 0.0:
+            np.copyto(self._zsrc, zl)
+            np.copyto(self._std_src, sl)
+            return ll
+        np.multiply(zl, 1.0 - frozen, out=self._zsrc)
+        np.multiply(self._held_z, frozen, out=self._tmp_d)
+        self._zsrc += self._tmp_d
+        np.multiply(sl, 1.0 - frozen, out=self._std_src)
+        np.multiply(self._held_std, frozen, out=self._tmp_d)
+        self._std_src += self._tmp_d
+        return (1.0 - frozen) * ll + frozen * self._held_loud
+
+    def _decode(self, block_start: int) -> np.ndarray:
+        """The decoder on the block's latents; muted, guarded against non-finite output and faded in."""
         outs, self._dec_state = self.backend.process("decoder", self._dec_in, self._dec_state)
         y = self._y
         np.copyto(y, outs["audio"].reshape(self.block))
@@ -428,30 +411,29 @@ class Engine:
         elif self._fade_pos < self.fade_samples:  # the first audible block(s) after a reset
             y *= self._fade[self._fade_pos : self._fade_pos + self.block]
             self._fade_pos += self.block
+        return y
 
-        # output gain, ramped across the block (the soft limiter is on the device-rate output)
-        g0, g1 = self._out_gain_prev, float(S[ix["out_gain"]])
+    def _apply_output_gain(self, y: np.ndarray) -> None:
+        """``output_gain``, ramped across the block (the soft limiter is on the device-rate output)."""
+        g0, g1 = self._output_gain_prev, self.smoother.value("output_gain")
         if g0 != 1.0 or g1 != 1.0:
             np.multiply(self._ramp, g1 - g0, out=self._work_b)
             self._work_b += g0
             y *= self._work_b
-        self._out_gain_prev = g1
+        self._output_gain_prev = g1
 
-        # feedback: shaped now, mixed into the next block; off once the gain is 0 and its tail has died
-        fb_gain = float(S[ix["fb_gain"]])
-        if fb_gain > 0.0 or self._fb.active:
-            self._fb.set_filter(math.exp(S[ix["fb_logf"]]), float(S[ix["fb_q"]]))
-            self._fb.process(y, fb_gain, self._fb_buf)
+    def _feed_back(self, y: np.ndarray) -> None:
+        """Shape ``y`` into the next block's feedback; off once ``feedback_gain`` is 0 and its tail has died."""
+        sm = self.smoother
+        feedback_gain = sm.value("feedback_gain")
+        if feedback_gain > 0.0 or self._fb.active:
+            self._fb.set_filter(sm.value("feedback_freq"), sm.value("feedback_q"))
+            self._fb.process(y, feedback_gain, self._fb_buf)
             self._fb_live = True
         elif self._fb_live:
             self._fb.reset()
             self._fb_buf.fill(0.0)
             self._fb_live = False
-
-        self._out_fifo.write(self._rs_out.process(y))
-        self.stats["blocks"] += 1
-        self.block_times[self._n_timed % self.block_times.size] = time.perf_counter() - t0
-        self._n_timed += 1
 
     # ----------------------------------------------------------------- periods
     def process(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -464,7 +446,23 @@ class Engine:
             x = x.reshape(P, 1) if x.shape[0] == P else x
         if x.shape != (P, self.channels_in):
             raise EngineError(f"process() takes [{P}, {self.channels_in}] frames, got {list(x.shape)}")
-        mono = self._mono
+        if out is None:
+            out = np.empty((P, self.channels_out), np.float32)
+        elif out.shape != (P, self.channels_out):
+            raise EngineError(f"out must be [{P}, {self.channels_out}], got {list(out.shape)}")
+        self._take_input(x)
+        while len(self._in_fifo) >= self.block:
+            self._run_block()
+        o = self._give_output()
+        for c in range(self.channels_out):
+            out[:, c] = o
+        self.stats["periods"] += 1
+        return out
+
+    def _take_input(self, x: np.ndarray) -> None:
+        """A period to mono, guarded (NaN/Inf: zeros, the model reset, the blocks it reaches muted)
+        and clipped, resampled into the input FIFO."""
+        P, mono = self.period, self._mono
         if self.channels_in == 1:
             np.copyto(mono, x[:, 0], casting="same_kind")
         else:
@@ -480,13 +478,12 @@ class Engine:
             self._mute_until = max(self._mute_until, end)
             self._guard_event("input", "NaN/Inf in the input")
         np.clip(mono, -INPUT_CLIP, INPUT_CLIP, out=mono)
-
         self._in_fifo.write(self._rs_in.process(mono))
         self._device_frames += P
-        while len(self._in_fifo) >= self.block:
-            self._run_block()
 
-        o = self._out_mono
+    def _give_output(self) -> np.ndarray:
+        """A period out of the output FIFO, through the soft limiter (a reused buffer)."""
+        P, o = self.period, self._out_mono
         have = len(self._out_fifo)
         if have >= P:
             self._out_fifo.read_into(o)
@@ -497,15 +494,7 @@ class Engine:
             if not self._underrun_logged:
                 self._underrun_logged = True
                 log.warning("engine output FIFO ran short by %d samples (counted in stats['fifo_underruns'])", P - have)
-        soft_limit(o, OUTPUT_KNEE, OUTPUT_CEILING, o, self._work_p)
-        if out is None:
-            out = np.empty((P, self.channels_out), np.float32)
-        elif out.shape != (P, self.channels_out):
-            raise EngineError(f"out must be [{P}, {self.channels_out}], got {list(out.shape)}")
-        for c in range(self.channels_out):
-            out[:, c] = o
-        self.stats["periods"] += 1
-        return out
+        return soft_limit(o, OUTPUT_KNEE, OUTPUT_CEILING, o, self._work_p)
 
     # ----------------------------------------------------------------- reports
     def decoder_input(self) -> tuple[np.ndarray, np.ndarray]:

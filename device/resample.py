@@ -106,11 +106,12 @@ class PolyphaseResampler:
         self._j_tab = j.astype(np.int64)
         self._buf = np.zeros(T - 1 + self.max_chunk, np.float32)
         self._hist_tmp = np.zeros(max(T - 1, 1), np.float32)
-        self._start = np.zeros(self._k_max, np.int64)
-        self._idx = np.zeros((self._k_max, T), np.intp)
-        self._win = np.zeros((self._k_max, T), np.float32)
-        self._cw = np.zeros((self._k_max, T), np.float32)
-        self._ar = np.arange(T, dtype=np.intp)
+        if L > _PHASE_LOOP_MAX_L:  # the gather path's tables and scratch
+            # output k's window, relative to its newest input: j_tab[k] + 0 .. T-1 (shifted per call)
+            self._idx_tab = (self._j_tab[:, None] + np.arange(T)[None, :]).astype(np.intp)
+            self._idx = np.zeros((self._k_max, T), np.intp)
+            self._win = np.zeros((self._k_max, T), np.float32)
+            self._cw = np.zeros((self._k_max, T), np.float32)
         # every length-T window of buf, as a view (no copy)
         self._windows = np.lib.stride_tricks.sliding_window_view(self._buf, T)
         self.reset()
@@ -141,15 +142,16 @@ class PolyphaseResampler:
     def _run_gather(self, K: int, q: int, r: int, n0: int) -> None:
         """Many phases (44.1 <-> 24 kHz): gather every output's window and coefficients
         into preallocated matrices and reduce."""
-        start = self._start[:K]
-        # the window x[j-T+1 .. j] starts at buf index j - n0 (buf[0] holds x[n0-T+1])
-        np.add(self._j_tab[r : r + K], q * self.M - n0, out=start)
+        # the window x[j-T+1 .. j] starts at buf index j - n0 (buf[0] holds x[n0-T+1]); a table plus a
+        # scalar, because a broadcast (start[:, None] + arange(T)) makes numpy allocate iterator buffers
         idx = self._idx[:K]
-        np.add(start[:, None], self._ar[None, :], out=idx)
+        np.add(self._idx_tab[r : r + K], q * self.M - n0, out=idx)
+        # mode="clip": the indices are in range by construction, and with the default mode="raise"
+        # numpy fills a temporary copy of ``out`` (K x T samples) and copies it over: an allocation per call
         win = self._win[:K]
-        np.take(self._buf, idx, out=win)
+        np.take(self._buf, idx, out=win, mode="clip")
         cw = self._cw[:K]
-        np.take(self._coef, self._ph_tab[r : r + K], axis=0, out=cw)
+        np.take(self._coef, self._ph_tab[r : r + K], axis=0, out=cw, mode="clip")
         np.multiply(win, cw, out=win)
         np.sum(win, axis=1, out=self._y[:K])
 

@@ -23,6 +23,7 @@ An ALSA config is loaded with ``ALSA_CONFIG_PATH=/usr/share/alsa/alsa.conf:MINE`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import shutil
@@ -36,6 +37,7 @@ import numpy as np
 
 STOCK_ALSA_CONF = "/usr/share/alsa/alsa.conf"
 RAW_DTYPES = {"S16_LE": "<i2", "S32_LE": "<i4", "FLOAT_LE": "<f4"}
+JACK_PRIORITY = 70  # SCHED_FIFO priority of a realtime test server's clock thread
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
@@ -134,6 +136,31 @@ pcm.{name} {{
     return write_text_atomic(Path(conf), text)
 
 
+def realtime_allowed() -> bool:
+    """Whether this process may use SCHED_FIFO (CAP_SYS_NICE, or an rtprio limit); probed, then undone."""
+    try:
+        previous = (os.sched_getscheduler(0), os.sched_getparam(0))
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+    except (OSError, AttributeError):
+        return False
+    os.sched_setscheduler(0, *previous)
+    return True
+
+
+@contextlib.contextmanager
+def realtime_thread(priority: int, enabled: bool = True):
+    """Run the calling thread at SCHED_FIFO ``priority`` inside the block (when ``enabled``)."""
+    if not enabled:
+        yield
+        return
+    previous = (os.sched_getscheduler(0), os.sched_getparam(0))
+    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    try:
+        yield
+    finally:
+        os.sched_setscheduler(0, *previous)
+
+
 def jackd_available() -> str | None:
     """None when a JACK dummy server can be started here, otherwise why not."""
     if shutil.which("jackd") is None:
@@ -146,10 +173,11 @@ def jackd_available() -> str | None:
 
 
 class JackServer:
-    """A private ``jackd --no-realtime -d dummy`` server, stopped on exit whatever happens.
+    """A private ``jackd -d dummy`` server, stopped on exit whatever happens.
 
     ``realtime=True`` runs the server's clock thread at SCHED_FIFO 70 (needs
-    CAP_SYS_NICE); tests leave it off, the threading measurements turn it on.
+    CAP_SYS_NICE; see ``realtime_allowed``), and libjack runs its clients'
+    process threads just below it; otherwise the server runs ``--no-realtime``.
     """
 
     def __init__(
@@ -173,7 +201,7 @@ class JackServer:
     def start(self, timeout: float = 10.0) -> "JackServer":
         env = self.env()
         self._log = open(self.log_path, "wb")
-        rt = ["--realtime", "-P", "70"] if self.realtime else ["--no-realtime"]  # realtime: measurements only
+        rt = ["--realtime", "-P", str(JACK_PRIORITY)] if self.realtime else ["--no-realtime"]
         self.proc = subprocess.Popen(
             ["jackd", *rt, "-n", self.name, "-d", "dummy", "-r", str(self.rate), "-p", str(self.period)],
             stdout=self._log,
@@ -226,6 +254,12 @@ class FakePCM:
     ``ALSAAudioError``; a ``(what, n, "read")`` entry holding ``(k, message)``
     raises on the ``k``-th read (from 0) only.  Capture data comes from
     ``FakeAlsa.reader(pcm) -> (frames, bytes)``; playback data is kept in ``written``.
+
+    ``avail()``: unpaced (the default), like the ``file`` plugin: the capture
+    buffer always full, everything written already played.  Paced
+    (``FakeAlsa(paced=True)``): one clock, advanced by the frames each capture
+    read returns; the playback stream plays at that clock plus ``FakeAlsa.shift``
+    frames (a positive shift: playback ran on while capture lost a cycle).
     """
 
     def __init__(self, alsa: "FakeAlsa", type: int, mode: int, device: str, rate: int, channels: int,
@@ -279,7 +313,9 @@ class FakePCM:
     def read(self) -> tuple[int, bytes]:
         self._maybe_fail("read")
         self.reads += 1
-        return self.alsa.reader(self)
+        n, data = self.alsa.reader(self)
+        self.alsa.frames += max(n, 0)
+        return n, data
 
     def write(self, data) -> int:
         self._maybe_fail("write")
@@ -288,7 +324,13 @@ class FakePCM:
         return len(data) // self.framesize
 
     def avail(self) -> int:
-        return self.periods * self.periodsize  # everything written has played
+        buffer = self.periods * self.periodsize
+        if not self.alsa.paced:
+            return buffer
+        if self.what == "capture":
+            return 0  # every read takes what the clock has produced
+        played = max(0, self.alsa.frames + self.alsa.shift)
+        return buffer - min(buffer, max(0, len(self.written) // self.framesize - played))
 
     def drop(self) -> int:
         self._dropped = True
@@ -307,14 +349,18 @@ class FakeAlsa:
     """Stands in for the ``alsaaudio`` module: ``monkeypatch.setattr(audio_io, "alsaaudio", FakeAlsa(...))``.
 
     Only S16_LE; every PCM opened is in ``created``, and ``log`` records opens,
-    injected failures and closes in order.
+    injected failures and closes in order.  ``paced``, ``frames`` and ``shift``:
+    see ``FakePCM``.
     """
 
     PCM_PLAYBACK, PCM_CAPTURE, PCM_NONBLOCK = 0, 1, 1
     PCM_FORMAT_S16_LE = 2
     ALSAAudioError = FakeALSAAudioError
 
-    def __init__(self, reader=None, fail: dict | None = None):
+    def __init__(self, reader=None, fail: dict | None = None, paced: bool = False):
+        self.paced = paced
+        self.frames = 0  # frames captured so far: the paced clock
+        self.shift = 0
         self.created: list[FakePCM] = []
         self.log: list[tuple[str, str]] = []
         self.fail = dict(fail or {})

@@ -6,6 +6,12 @@ own server and stops it in teardown, whatever happens.  With the loopback PCM
 (playback port wired into the capture port) a click written comes back in the
 capture: the distance between the streams, the I/O share of the round trip, is
 measured in frames.
+
+Where this machine allows realtime scheduling (``realtime_allowed``: CAP_SYS_NICE
+or an rtprio limit), the server and the loop run at realtime priority, as the
+service is meant to run (``[service] realtime_priority``).  Without it, two busy
+processes on two cores starve the server's own clock (10 s of audio took 20 s
+of wall time) and its clients miss cycles; docs/device-live.md has the figures.
 """
 
 from __future__ import annotations
@@ -21,19 +27,30 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from alsa_helpers import JackServer, alsa_env, jack_loopback_pcms, jack_pcms, jackd_available
+from alsa_helpers import (
+    JACK_PRIORITY,
+    JackServer,
+    alsa_env,
+    jack_loopback_pcms,
+    jack_pcms,
+    jackd_available,
+    realtime_allowed,
+    realtime_thread,
+)
 
 pytest.importorskip("alsaaudio", reason="pyalsaaudio is not installed (pip install pyalsaaudio)")
 _why = jackd_available()
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(_why is not None, reason=_why or "")]
 
 RATE, PERIOD = 48000, 256
+REALTIME = realtime_allowed()
+LOOP_PRIORITY = JACK_PRIORITY - 10  # the audio loop's SCHED_FIFO priority, below the server's clients
 WAVAE = [sys.executable, "-m", "wavae.cli"]
 
 
 @pytest.fixture
 def jack(tmp_path: Path):
-    server = JackServer(tmp_path, rate=RATE, period=PERIOD)
+    server = JackServer(tmp_path, rate=RATE, period=PERIOD, realtime=REALTIME)
     try:
         server.start()
         yield server
@@ -60,6 +77,7 @@ threading = "{threading_mode}"
 feedback_gain = 0.3
 [service]
 log_level = "info"
+realtime_priority = {LOOP_PRIORITY if REALTIME else 0}
 {extra}
 """
     )
@@ -149,7 +167,9 @@ def test_lost_device_is_reopened_and_nothing_crashes(tmp_path, tiny_bundle, jack
         jack.stop()  # the "USB interface" goes away mid-run ...
         time.sleep(1.5)
         jack.start()  # ... and comes back
-        stdout, _ = proc.communicate(timeout=60)
+        # not communicate(): it would read stderr too, racing the reader for the lines checked below
+        proc.wait(timeout=60)
+        stdout = proc.stdout.read()  # one summary line: it cannot fill the pipe while the process runs
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -204,8 +224,13 @@ def test_xrun_recovery_keeps_the_start_up_latency(tmp_path, jack, monkeypatch, p
     """Two 50 ms stalls (the `[debug]` fault injector, inline): each is one xrun, and after
     each the frames queued ahead of every write, and the measured distance from capture to
     playback, are what they were at the start: (prefill - 1) and prefill periods, which is
-    what the live summary reports as the I/O share of the round trip."""
-    from wavae.device.audio_io import AlsaDuplex
+    what the live summary reports as the I/O share of the round trip.
+
+    A click is timed only when no xrun came between its sending and its return, and
+    no realignment (a drift between the streams that the server caused without an
+    xrun, see ``wavae.device.audio_io``) came before the loop could have seen one
+    under way at its return."""
+    from wavae.device.audio_io import ALIGN_CONFIRM_PERIODS, AlsaDuplex
     from wavae.device.config import AudioConfig, DebugConfig, ServiceConfig
     from wavae.device.live import FaultInjector
 
@@ -225,30 +250,39 @@ def test_xrun_recovery_keeps_the_start_up_latency(tmp_path, jack, monkeypatch, p
     silence = np.zeros((PERIOD, 1), np.float32)
     calls = [0]
     queued = []  # (call, frames queued in playback just before this period is written)
-    sent = {}  # call -> xruns so far, for each click written
-    trips = []  # (call the click was sent in, frames from its capture period to its return)
+    counters = []  # (xruns, realigns) as each call began
+    sent = set()  # calls that wrote a click not yet seen back
+    returns = []  # (call the click was sent in, call it came back in, frames from its capture period to its return)
 
     def step(x):
         k = calls[0]
         calls[0] += 1
+        counters.append((d.stats.xruns, d.stats.realigns))
         hit = np.flatnonzero(x[:, 0] > 0.25)
         if hit.size and sent:
             src = max(sent)
-            if sent[src] == d.stats.xruns:  # no xrun between sending and receiving
-                trips.append((src, (k - src) * PERIOD + int(hit[0])))
+            returns.append((src, k, (k - src) * PERIOD + int(hit[0])))
             sent.clear()
         queued.append((k, d.playback_queued()))
         if k % click_every == 10:
-            sent[k] = d.stats.xruns
+            sent.add(k)
             return click
         return silence
 
     stalled = FaultInjector(step, DebugConfig(stall_ms=50.0, stall_at_s=stall_at[0]), RATE, PERIOD)
     stalled = FaultInjector(stalled, DebugConfig(stall_ms=50.0, stall_at_s=stall_at[1]), RATE, PERIOD)
     try:
-        st = d.run(stalled, max_frames=int(1.8 * RATE))
+        with realtime_thread(LOOP_PRIORITY, REALTIME):
+            st = d.run(stalled, max_frames=int(1.8 * RATE))
     finally:
         d.close()
+    # a drift under way at a click's return is corrected within the confirmation time and a period or two
+    settle = ALIGN_CONFIRM_PERIODS + 2
+    last = len(counters) - 1
+    trips = [
+        (src, t) for src, k, t in returns
+        if counters[src][0] == counters[k][0] and counters[src][1] == counters[min(k + settle, last)][1]
+    ]
 
     stall_calls = [int(t * RATE) // PERIOD for t in stall_at]
     assert stalled.stalls == 1 and stalled.step.stalls == 1
@@ -265,7 +299,8 @@ def test_xrun_recovery_keeps_the_start_up_latency(tmp_path, jack, monkeypatch, p
     assert medians == [(prefill - 1) * PERIOD] * 3
 
     io = d.io_latency()["playback_prefill"]
-    print(f"periods {periods}: capture -> playback distance per click: {trips}; reported {io}")
+    print(f"periods {periods}: capture -> playback distance per click: {trips}; reported {io}; "
+          f"realigns {st.realigns}")
     for lo, hi in windows:  # clicks came back before, between and after the stalls
         assert any(lo <= k < hi for k, _ in trips), (lo, hi, trips)
     assert {t for _, t in trips} == {prefill * PERIOD} == {io}

@@ -143,11 +143,11 @@ def test_engine_smoothing_lands_exactly_on_the_target(tiny_bundle):
     seconds = 2.0  # 40 time constants of the default smoothing (50 ms): 1e-7 is reached in 16
     for _ in range(int(seconds * bundle.sample_rate / P)):
         eng.process(x)
-    ix = eng._idx
-    for name in ("out_gain", "fb_gain", "scale", "noise"):
-        assert eng._S[ix[name]] == eng._T[ix[name]], name
-    assert eng._S[ix["out_gain"]] == 1.0 and eng._S[ix["fb_gain"]] == 0.0
-    assert not np.any(eng._S[:D])  # the bias knobs are back at exactly 0
+    sm = eng.smoother
+    for name in ("output_gain", "feedback_gain", "scale", "noise"):
+        assert sm.value(name) == sm.target(name), name
+    assert sm.value("output_gain") == 1.0 and sm.value("feedback_gain") == 0.0
+    assert not np.any(sm.bias)  # the bias knobs are back at exactly 0
 
 
 def test_control_script_parses_sorts_and_applies_by_frames(tmp_path):
