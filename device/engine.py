@@ -67,10 +67,12 @@ from .controls import Controls
 from .dsp import FeedbackShaper, soft_limit
 from .fifo import Fifo
 from .resample import PolyphaseResampler, ResampleError, make_resampler
+from .timing import BlockRecorder
 from .smoothing import ControlSmoother
 
 log = logging.getLogger("wavae.device.engine")
 
+TIMED_BLOCKS = 4096  # model blocks whose compute time timing() summarises
 DEVICE_RATES = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000)
 MODEL_RATE_RANGE = (8000, 96000)
 MAX_RATE_RATIO = 6.0
@@ -197,8 +199,7 @@ class Engine:
         }
         self._guard_logged = {"input": False, "model": False}  # one warning per cause
         self._underrun_logged = False
-        self.block_times = np.zeros(4096, np.float64)  # seconds per model block (ring)
-        self._n_timed = 0
+        self.recorder = self._new_recorder()  # compute time per model block (the last TIMED_BLOCKS)
         self.reset()
 
     # ------------------------------------------------------------------ set-up
@@ -280,7 +281,10 @@ class Engine:
         """Zero ``stats`` and the block timings (e.g. after a warm-up), keeping the stream's state."""
         for key in self.stats:
             self.stats[key] = 0
-        self._n_timed = 0
+        self.recorder = self._new_recorder()
+
+    def _new_recorder(self) -> BlockRecorder:
+        return BlockRecorder(TIMED_BLOCKS, deadline_s=self.block / self.model_rate)
 
     def _reset_model(self) -> None:
         """Model state, feedback and freeze hold back to zero; the next audible block fades in.
@@ -323,8 +327,7 @@ class Engine:
         self._feed_back(y)
         self._out_fifo.write(self._rs_out.process(y))
         self.stats["blocks"] += 1
-        self.block_times[self._n_timed % self.block_times.size] = time.perf_counter() - t0
-        self._n_timed += 1
+        self.recorder.record(time.perf_counter() - t0)
 
     def _encode(self) -> None:
         """A block from the input FIFO, plus last block's feedback, through the encoder
@@ -521,11 +524,11 @@ class Engine:
         return outd
 
     def timing(self) -> dict:
-        """Per-block compute time over the last (up to 4096) model blocks, in ms."""
-        n = min(self._n_timed, self.block_times.size)
+        """Per-block compute time over the last (up to ``TIMED_BLOCKS``) model blocks, in ms."""
+        t = self.recorder.series() * 1e3
+        n = t.size
         if n == 0:
             return {"blocks": 0}
-        t = self.block_times[:n] * 1e3
         budget = 1e3 * self.block / self.model_rate
         p50 = float(np.percentile(t, 50))
         return {
