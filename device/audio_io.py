@@ -74,6 +74,8 @@ allocation left, and it is small.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import errno
 import logging
 import select
@@ -214,6 +216,33 @@ def _alsa_message(e: Exception) -> str:
     return msg.rsplit(" [", 1)[0] if msg.endswith("]") else msg
 
 
+_ALSA_LIB_HANDLER = None  # kept alive for as long as alsa-lib may call it
+
+
+def quiet_alsa_lib() -> None:
+    """Route alsa-lib's own error lines ("ALSA lib pcm.c:...") to the debug log.
+
+    alsa-lib prints them on stderr before pyalsaaudio raises, so a person saw
+    library internals above our message that says what to do.  Installed once
+    per process; harmless where libasound cannot be found."""
+    global _ALSA_LIB_HANDLER
+    if _ALSA_LIB_HANDLER is not None:
+        return
+    name = ctypes.util.find_library("asound") or "libasound.so.2"
+    try:
+        lib = ctypes.CDLL(name)
+    except OSError:
+        return
+    handler_t = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p)
+
+    def handler(file, line, function, err, fmt):  # the format's arguments are not available to us
+        log.debug("alsa-lib %s:%d (%s): %s", (file or b"?").decode(errors="replace"), line,
+                  (function or b"?").decode(errors="replace"), (fmt or b"").decode(errors="replace"))
+
+    _ALSA_LIB_HANDLER = handler_t(handler)
+    lib.snd_lib_error_set_handler(_ALSA_LIB_HANDLER)
+
+
 def _cards() -> list[str]:
     try:
         return list(alsaaudio.cards())
@@ -251,13 +280,16 @@ Process = Callable[[np.ndarray], np.ndarray]
 class AlsaDuplex:
     """A capture and a playback PCM run period by period (see the module docstring)."""
 
-    def __init__(self, audio: AudioConfig, service: ServiceConfig, source: str = "the device config"):
+    def __init__(self, audio: AudioConfig, service: ServiceConfig, source: str = "the device config",
+                 command_line: frozenset[str] = frozenset()):
         if alsaaudio is None:
             raise AudioDeviceError(
                 "pyalsaaudio is not installed: install it with `pip install pyalsaaudio` "
                 "(it needs `apt-get install libasound2-dev gcc`), or `pip install wavae-edge[alsa]`"
             )
         self.audio, self.service, self.source = audio, service, source
+        self.command_line = command_line  # config keys the command line set (named so in messages)
+        quiet_alsa_lib()
         self.period = audio.period_size
         self.cap_conv = Converter(audio.format, self.period, audio.channels_in)
         self.play_conv = Converter(audio.format, self.period, audio.channels_out)
@@ -334,7 +366,7 @@ class AlsaDuplex:
             known = _pcm_list(kind)
             listed = ", ".join(known[:8]) + (", ..." if len(known) > 8 else "") if known else "none"
             raise AudioDeviceError(
-                f'{what} PCM "{name}" ({key} in {self.source}) cannot be opened: {reason}.{hint} '
+                f'{what} PCM "{name}" ({self._origin(key)}) cannot be opened: {reason}.{hint} '
                 f"This machine's {what} PCMs: {listed}. List them with `{tool} -L`, "
                 f"then set {key} or pass {flag} NAME."
             ) from None
@@ -343,7 +375,7 @@ class AlsaDuplex:
         except alsaaudio.ALSAAudioError as e:
             _close_quietly(pcm)
             raise AudioDeviceError(
-                f'{what} PCM "{name}" ({key} in {self.source}) opened but cannot be queried: {_alsa_message(e)}. '
+                f'{what} PCM "{name}" ({self._origin(key)}) opened but cannot be queried: {_alsa_message(e)}. '
                 f"Was the device unplugged while it opened? Check it with `{tool} -l`."
             ) from None
         problems = []
@@ -359,7 +391,7 @@ class AlsaDuplex:
         if problems:
             _close_quietly(pcm)
             raise AudioDeviceError(
-                f'{what} PCM "{name}" ({key} in {self.source}) does not accept the configured settings: '
+                f'{what} PCM "{name}" ({self._origin(key)}) does not accept the configured settings: '
                 f"it gave {'; '.join(problems)}. Set those keys to what the device supports, or use a "
                 f'"plughw:" / "plug" PCM that converts.'
             )
@@ -369,6 +401,11 @@ class AlsaDuplex:
         self.actual[what] = {k: info.get(k) for k in keys}
         return pcm
 
+    def _origin(self, key: str) -> str:
+        """Where a PCM name came from, for messages: the command line or the config file."""
+        flag = {"audio.capture": "--capture", "audio.playback": "--playback"}.get(key, key)
+        return f"{flag} on the command line" if key in self.command_line else f"{key} in {self.source}"
+
     def _poller(self, pcm, what: str, name: str, key: str) -> select.poll:
         p = select.poll()
         try:
@@ -376,7 +413,7 @@ class AlsaDuplex:
                 p.register(fd, mask)
         except alsaaudio.ALSAAudioError as e:
             raise AudioDeviceError(
-                f'{what} PCM "{name}" ({key} in {self.source}) opened but gives no poll descriptors: '
+                f'{what} PCM "{name}" ({self._origin(key)}) opened but gives no poll descriptors: '
                 f"{_alsa_message(e)}. Was the device unplugged while it opened?"
             ) from None
         return p

@@ -167,6 +167,7 @@ class DeviceConfig:
     midi: MidiConfig | None = None
     presets: PresetsConfig | None = None
     source: str = "<defaults>"  # where it was read from, for messages
+    command_line: frozenset[str] = frozenset()  # keys set by command-line overrides, e.g. "audio.capture"
 
 
 # ----------------------------------------------------------------------------
@@ -465,7 +466,10 @@ def with_overrides(
         a = dataclasses.replace(a, capture=_checked("--capture", capture, _string))
     if playback is not None:
         a = dataclasses.replace(a, playback=_checked("--playback", playback, _string))
-    return dataclasses.replace(cfg, bundle=b, audio=a)
+    given = {"bundle.path": bundle, "bundle.threads": threads, "bundle.backend": backend,
+             "audio.capture": capture, "audio.playback": playback}
+    command_line = cfg.command_line | {k for k, v in given.items() if v is not None}
+    return dataclasses.replace(cfg, bundle=b, audio=a, command_line=frozenset(command_line))
 
 
 def _checked(flag: str, value: Any, check: Checker) -> Any:

@@ -446,7 +446,7 @@ def main_live(args: Any) -> int:
     max_frames = int(round(seconds * cfg.audio.rate)) if seconds is not None else None
     report = (_arg(args, "report") or "profile-report") if _arg(args, "profile") else None
     with contextlib.ExitStack() as stack:  # closes, last first: the chain, the instrument, the PCMs
-        duplex = AlsaDuplex(cfg.audio, cfg.service, source=cfg.source)
+        duplex = AlsaDuplex(cfg.audio, cfg.service, source=cfg.source, command_line=cfg.command_line)
         duplex.open()  # a missing PCM fails here, before the model is loaded
         stack.callback(duplex.close, drain=False)
         inst = stack.enter_context(Instrument.open(spec))

@@ -138,6 +138,11 @@ def test_missing_pcm_is_a_clear_message_and_exit_1(tmp_path, tiny_bundle):
     r = _cli(["run", "--config", str(cfg), "--capture", "no_such_pcm", "--seconds", "1"], tmp_path)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert 'capture PCM "no_such_pcm"' in r.stderr
+    # ...and blamed on the command line, not on the file; alsa-lib's own lines do not come first
+    assert 'capture PCM "no_such_pcm" (--capture on the command line)' in r.stderr
+    r = _cli(["run", "--config", str(cfg), "--capture", "hw:9", "--seconds", "1"], tmp_path)
+    assert r.returncode == 1 and "(--capture on the command line)" in r.stderr
+    assert "ALSA lib" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 def test_bad_config_from_the_cli_is_exit_1_naming_the_key(tmp_path):
