@@ -213,18 +213,22 @@ class Engine:
             raise EngineError(str(e)) from e
         sim_in = make_resampler(self.device_rate, self.model_rate, self.period, resampler)
         sim_out = make_resampler(self.model_rate, self.device_rate, self.block, resampler)
+        delay = sim_in.delay * self.device_rate / self.model_rate + sim_out.delay  # device samples
         self.prefill, max_out, max_in = simulate_prefill(sim_in, sim_out, self.period, self.block,
-                                                         self._simulation_calls())
+                                                         self._simulation_calls(delay))
         # the resamplers' delay in device samples (soxr's: its average pending output over the run)
         self._resampler_delay = sim_in.delay * self.device_rate / self.model_rate + sim_out.delay
         self._in_fifo = Fifo(max_in + self.block + 64)
         self._out_fifo = Fifo(max_out + self.period + 64)
 
-    def _simulation_calls(self) -> int:
+    def _simulation_calls(self, resampler_delay: float) -> int:
+        """Periods to simulate: the start-up transient (the resamplers' delay and the first
+        block, in device samples, whatever the period), then two whole joint cycles."""
         g = math.gcd(self.device_rate, self.model_rate)
         l_in, m_in = self.model_rate // g, self.device_rate // g
         cycle = math.lcm(self.period, m_in * self.block // math.gcd(self.block, l_in))
-        calls = 2 * cycle // self.period + 64
+        transient = 2 * math.ceil(resampler_delay) + math.ceil(self.block * m_in / l_in) + 64
+        calls = -(-(2 * cycle + transient) // self.period) + 1
         if not isinstance(self._rs_in, PolyphaseResampler):
             calls = max(calls, 4 * self.device_rate // self.period)  # soxr blocks internally
         return min(calls, 50000)

@@ -538,3 +538,19 @@ def test_reset_stats_clears_counts_and_block_timings(model_and_bundle):
     assert not any(eng.stats.values()) and eng.timing() == {"blocks": 0}
     run_engine(eng, np.zeros(256 * 3, np.float32))
     assert eng.stats["periods"] == 3 and eng.timing()["blocks"] == 3
+
+
+def test_every_period_gives_the_same_aligned_output(tiny_bundle):
+    """Period 1 used to run short once, past the simulated window, leaving a hole and a shift."""
+    from wavae.device.cli_run import render
+    from wavae.device.instrument import Instrument, InstrumentSpec
+
+    x = synth_audio(0.12, 48000, seed=9).reshape(-1, 1)
+    outs = {}
+    for period in (256, 1, 3, 7):
+        with Instrument.open(InstrumentSpec(bundle=tiny_bundle, device_rate=48000, period=period)) as inst:
+            outs[period], _ = render(inst, x)
+            assert inst.engine.stats["fifo_underruns"] == 0, period
+    assert np.abs(outs[256]).max() > 1e-4
+    for period in (1, 3, 7):
+        np.testing.assert_allclose(outs[period], outs[256], atol=1e-5, err_msg=f"period {period}")
