@@ -7,7 +7,7 @@ Reads the status file the service rewrites every second (``wavae.device.status``
     wavae status --file PATH
 
 A missing, orphaned or stale file is an error that says where to look next
-(exit 1), so ``wavae status && echo ok`` is a health check.
+(exit 2, as every WavaeError), so ``wavae status && echo ok`` is a health check.
 """
 
 from __future__ import annotations

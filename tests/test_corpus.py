@@ -73,7 +73,7 @@ def test_cli_prints_a_summary_and_rejects_bad_arguments(corpus, capsys):
     assert wavae_main(["data", "--out", str(out), "--minutes", "0.2", "--sample-rate", str(SR)]) == 0
     printed = capsys.readouterr().out
     assert "strings" in printed and "speech" in printed and "already there" in printed
-    assert wavae_main(["data", "--out", str(out), "--minutes", "-1"]) == 1
+    assert wavae_main(["data", "--out", str(out), "--minutes", "-1"]) == 2
     assert "--minutes must be a positive number" in capsys.readouterr().err
 
 

@@ -1,4 +1,4 @@
-"""Bad input to `wavae run`: each case exits 1 with one clear message on stderr, no traceback."""
+"""Bad input to `wavae run`: each case exits 2 with one clear message on stderr, no traceback."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def run_cli(capsys, *args) -> tuple[int, str]:
 
 def expect_error(capsys, match: str, *args) -> str:
     rc, err = run_cli(capsys, *args)
-    assert rc == 1, err
+    assert rc == 2, err
     assert err.startswith("wavae run: error: "), err
     assert match in err, err
     assert "Traceback" not in err
@@ -173,7 +173,7 @@ def test_real_process_exit_code_and_stderr(tmp_path, wav, bundle_copy):
     r = subprocess.run(cmd + ["run", "--bundle", str(bundle_copy), "--input", str(wav), "--output",
                               str(tmp_path / "o.wav")], capture_output=True, text=True, timeout=120,
                        env=dict(os.environ, OMP_NUM_THREADS="1"))
-    assert r.returncode == 1
+    assert r.returncode == 2
     assert "bundle format version 99" in r.stderr and "Traceback" not in r.stderr
 
 

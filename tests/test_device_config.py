@@ -1,7 +1,7 @@
-"""The device config: examples parse, mistakes are named, a missing PCM is a clear exit 1.
+"""The device config: examples parse, mistakes are named, a missing PCM is a clear exit 2.
 
 So are the other things a technician hands the device: a bundle or an output
-path that cannot be read or written is exit 1 with a message, never a traceback.
+path that cannot be read or written is exit 2 with a message, never a traceback.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def _cli(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     return subprocess.run(WAVAE + args, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
 
 
-def test_missing_pcm_is_a_clear_message_and_exit_1(tmp_path, tiny_bundle):
+def test_missing_pcm_is_a_clear_message_and_exit_2(tmp_path, tiny_bundle):
     alsaaudio = pytest.importorskip("alsaaudio", reason="pyalsaaudio is not installed")
     try:
         alsaaudio.PCM(alsaaudio.PCM_CAPTURE, device="default").close()
@@ -129,27 +129,27 @@ def test_missing_pcm_is_a_clear_message_and_exit_1(tmp_path, tiny_bundle):
     cfg.write_text(f'[bundle]\npath = "{tiny_bundle}"\n[audio]\ncapture = "default"\nplayback = "default"\n')
 
     r = _cli(["run", "--config", str(cfg), "--seconds", "1"], tmp_path)
-    assert r.returncode == 1, r.stderr
+    assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr
     assert 'capture PCM "default" (audio.capture in' in r.stderr
     assert "arecord -L" in r.stderr and "--capture NAME" in r.stderr
 
     # the command-line override wins over the file, and is the PCM named
     r = _cli(["run", "--config", str(cfg), "--capture", "no_such_pcm", "--seconds", "1"], tmp_path)
-    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "Traceback" not in r.stderr
     assert 'capture PCM "no_such_pcm"' in r.stderr
     # ...and blamed on the command line, not on the file; alsa-lib's own lines do not come first
     assert 'capture PCM "no_such_pcm" (--capture on the command line)' in r.stderr
     r = _cli(["run", "--config", str(cfg), "--capture", "hw:9", "--seconds", "1"], tmp_path)
-    assert r.returncode == 1 and "(--capture on the command line)" in r.stderr
+    assert r.returncode == 2 and "(--capture on the command line)" in r.stderr
     assert "ALSA lib" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
-def test_bad_config_from_the_cli_is_exit_1_naming_the_key(tmp_path):
+def test_bad_config_from_the_cli_is_exit_2_naming_the_key(tmp_path):
     cfg = tmp_path / "device.toml"
     cfg.write_text('[audio]\nperiod_size = "abc"\n')
     r = _cli(["run", "--config", str(cfg)], tmp_path)
-    assert r.returncode == 1
+    assert r.returncode == 2
     assert "Traceback" not in r.stderr
     assert 'audio.period_size: expected an integer between 16 and 8192, got "abc"' in r.stderr
 
@@ -160,7 +160,7 @@ def _unreadable_file(path: Path) -> None:
     path.symlink_to("/proc/self/mem")  # reading address 0 of the reader's own memory: EIO
 
 
-def test_unreadable_bundle_and_unwritable_output_are_exit_1_without_traceback(tmp_path, tiny_bundle):
+def test_unreadable_bundle_and_unwritable_output_are_exit_2_without_traceback(tmp_path, tiny_bundle):
     import shutil
 
     import numpy as np
@@ -171,7 +171,7 @@ def test_unreadable_bundle_and_unwritable_output_are_exit_1_without_traceback(tm
     shutil.copytree(tiny_bundle, bundle)
     _unreadable_file(bundle / "manifest.json")
     r = _cli(["run", "--bundle", str(bundle), "--input", "in.wav", "--output", "out.wav"], tmp_path)
-    assert r.returncode == 1, r.stderr
+    assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr
     assert f"cannot read bundle {bundle}: {bundle / 'manifest.json'}: Input/output error" in r.stderr
 
@@ -184,13 +184,13 @@ def test_unreadable_bundle_and_unwritable_output_are_exit_1_without_traceback(tm
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     _unreadable_file(bundle / graph)
     r = _cli(["run", "--bundle", str(bundle), "--input", "in.wav", "--output", "out.wav"], tmp_path)
-    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert f"{bundle / graph}: Input/output error" in r.stderr
 
     # an output path under a regular file
     (tmp_path / "notadir").write_text("")
     r = _cli(["run", "--bundle", str(tiny_bundle), "--input", "in.wav", "--output", "notadir/out.wav"], tmp_path)
-    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "cannot write output notadir/out.wav" in r.stderr
 
 

@@ -56,9 +56,9 @@ def test_check_on_a_machine_without_the_hardware_says_what_is_missing():
 
 def test_check_without_a_mapping_is_a_one_line_error(tmp_path):
     r = subprocess.run(WAVAE + ["panel", "check"], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 1 and "give --mapping PANEL.toml" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "give --mapping PANEL.toml" in r.stderr and "Traceback" not in r.stderr
     bad = tmp_path / "bad.toml"
     bad.write_text('[[pot]]\nchannel = 0\ntarget = "bias.0"\ncurve = "exp"\n')
     r = subprocess.run(WAVAE + ["panel", "check", "--mapping", str(bad), "--once"], capture_output=True, text=True,
                        timeout=60)
-    assert r.returncode == 1 and "bad.toml: pot[0].curve: expected one of linear, log" in r.stderr
+    assert r.returncode == 2 and "bad.toml: pot[0].curve: expected one of linear, log" in r.stderr

@@ -234,7 +234,7 @@ def test_summary_statistics():
 
 
 # ----------------------------------------------------------------------------
-# bad input: exit 1, a message that says what to do, no traceback
+# bad input: exit 2, a message that says what to do, no traceback
 # ----------------------------------------------------------------------------
 def _tensorrt_usable() -> bool:
     from wavae.device.backends.tensorrt import gpu_present
@@ -246,22 +246,22 @@ def test_absent_backend_names_what_to_install(tiny_bundle, tmp_path):
     if _tensorrt_usable():
         pytest.skip("TensorRT and a GPU are present on this machine: the backend is not absent")
     r = _wavae("profile", "--bundle", str(tiny_bundle), "--backend", "tensorrt", "--report", str(tmp_path / "r"))
-    assert r.returncode == 1
+    assert r.returncode == 2
     assert "Traceback" not in r.stderr
     assert "TensorRT" in r.stderr and "JetPack" in r.stderr and "--backend onnxruntime" in r.stderr
 
 
 def test_block_the_bundle_cannot_serve(tiny_bundle, tmp_path):
     r = _wavae("profile", "--bundle", str(tiny_bundle), "--block", "384", "--report", str(tmp_path / "r"))
-    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "block 384" in r.stderr and "wavae export" in r.stderr and "--block 384" in r.stderr
     r = _wavae("profile", "--bundle", str(tiny_bundle), "--block", "100", "--report", str(tmp_path / "r"))
-    assert r.returncode == 1 and "not even a multiple of the latent frame" in r.stderr
+    assert r.returncode == 2 and "not even a multiple of the latent frame" in r.stderr
 
 
 def test_unwritable_report_dir(tiny_bundle, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     r = _wavae("profile", "--bundle", str(tiny_bundle), "--report", str(blocker / "report"))
-    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "cannot write the report" in r.stderr and "--report" in r.stderr

@@ -201,13 +201,13 @@ def test_prune_command_refuses_an_existing_output(source_run, tmp_path):
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     args = ["prune", str(run), "--ratio", "0.5", "--steps", "0", "--out", str(out)]
-    assert wavae_main(args) == 1
+    assert wavae_main(args) == 2
     assert (out / "keep.txt").read_text() == "mine"
     # --force replaces a run, never a folder that is not one (a typo'd --out data)
-    assert wavae_main(args + ["--force"]) == 1
+    assert wavae_main(args + ["--force"]) == 2
     assert (out / "keep.txt").read_text() == "mine"
     # nor the folder that holds the source run
-    assert wavae_main(["prune", str(run), "--ratio", "0.5", "--steps", "0", "--out", str(run.parent), "--force"]) == 1
+    assert wavae_main(["prune", str(run), "--ratio", "0.5", "--steps", "0", "--out", str(run.parent), "--force"]) == 2
     assert (run / CHECKPOINT).is_file()
     done = tmp_path / "done"
     assert wavae_main(["prune", str(run), "--ratio", "0.5", "--steps", "0", "--out", str(done)]) == 0
@@ -226,7 +226,7 @@ def test_prune_command_needs_data(source_run, tmp_path):
     write_config(nodata, cfg)
     atomic_torch_save(ckpt, nodata / CHECKPOINT)
     rc = wavae_main(["prune", str(nodata), "--ratio", "0.5", "--out", str(tmp_path / "x")])
-    assert rc == 1 and not (tmp_path / "x").exists()
+    assert rc == 2 and not (tmp_path / "x").exists()
 
 
 def test_load_run_rebuilds_a_pruned_run(source_run, tmp_path):

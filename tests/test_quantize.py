@@ -200,7 +200,7 @@ def test_run_without_a_trained_vocoder_is_refused(tmp_path, trained_tiny_run, ca
     ckpt["progress"]["vocoder_steps"] = 0
     torch.save(ckpt, run / "checkpoint.pt")
     capsys.readouterr()
-    assert wavae_main(["export", str(run), "--out", str(tmp_path / "b")]) == 1
+    assert wavae_main(["export", str(run), "--out", str(tmp_path / "b")]) == 2
     assert "no trained vocoder" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
 
@@ -210,9 +210,9 @@ def test_existing_bundle_and_bad_precision_refused_by_the_command(tmp_path, trai
     shutil.copytree(tiny_bundle, out)
     before = (out / MANIFEST).read_bytes()
     capsys.readouterr()
-    assert wavae_main(["export", str(trained_tiny_run), "--out", str(out)]) == 1
+    assert wavae_main(["export", str(trained_tiny_run), "--out", str(out)]) == 2
     assert "--force" in capsys.readouterr().err
-    assert wavae_main(["export", str(trained_tiny_run), "--out", str(tmp_path / "c"), "--precision", "int4"]) == 1
+    assert wavae_main(["export", str(trained_tiny_run), "--out", str(tmp_path / "c"), "--precision", "int4"]) == 2
     assert "unsupported precision" in capsys.readouterr().err
     assert (out / MANIFEST).read_bytes() == before and not (tmp_path / "c").exists()
 

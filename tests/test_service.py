@@ -217,7 +217,7 @@ def test_wavae_status_prints_the_running_instrument_and_fails_clearly_without_on
     path = tmp_path / "status.json"
     env = dict(os.environ, RUNTIME_DIRECTORY=str(tmp_path))
     r = subprocess.run(WAVAE + ["status"], env=env, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 1 and "not running as a service" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "not running as a service" in r.stderr and "Traceback" not in r.stderr
     path.write_text(json.dumps(_status()))
     r = subprocess.run(WAVAE + ["status"], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr

@@ -201,7 +201,7 @@ def test_wavae_status_runs_in_the_staged_venv_without_any_dependency(stage, tmp_
     # cwd away from the checkout: `-m` puts the cwd first on sys.path, and the checkout's wavae/ would shadow
     r = subprocess.run([str(py), "-m", "wavae.cli", "status", "--file", str(tmp_path / "status.json")],
                        capture_output=True, text=True, timeout=60, cwd=tmp_path)
-    assert r.returncode == 1, r.stderr
+    assert r.returncode == 2, r.stderr
     assert "not running as a service" in r.stderr and "Traceback" not in r.stderr
     r = subprocess.run([str(py), "-c", "import numpy"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert r.returncode != 0  # the proof above is meaningful: numpy really is absent there

@@ -104,7 +104,7 @@ def test_prepared_int8_graph_computes_the_same(int8_bundle):
 def test_engine_without_gpu_refuses_clearly_and_never_imports_tensorrt(tiny_bundle, capsys):
     sys.modules.pop("tensorrt", None)
     capsys.readouterr()
-    assert wavae_main(["engine", str(tiny_bundle)]) == 1
+    assert wavae_main(["engine", str(tiny_bundle)]) == 2
     err = capsys.readouterr().err
     assert "no CUDA GPU" in err and "Jetson" in err
     assert "tensorrt" not in sys.modules

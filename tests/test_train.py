@@ -163,10 +163,10 @@ def test_train_cli_refuses_to_overwrite_and_reports_empty_data(tmp_path, trained
     empty.mkdir()
     r = subprocess.run(WAVAE + ["train", "--preset", "tiny", "--data", str(empty), "--out", str(tmp_path / "r")],
                        capture_output=True, text=True, cwd=ROOT)
-    assert r.returncode == 1 and "Traceback" not in r.stderr and "error" in r.stderr
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "error" in r.stderr
     r = subprocess.run(WAVAE + ["train", "--preset", "tiny", "--data", str(empty), "--out", str(trained_tiny_run)],
                        capture_output=True, text=True, cwd=ROOT)
-    assert r.returncode == 1 and "--resume" in r.stderr
+    assert r.returncode == 2 and "--resume" in r.stderr
 
 
 def test_ddp_two_gloo_processes_train(tmp_path, audio_dir):
@@ -248,7 +248,7 @@ def test_reconstruct_refuses_bad_output_paths(tmp_path, trained_tiny_run, audio_
     for out, msg in ((tmp_path / "nodir" / "o.wav", "does not exist"), (tmp_path / "o.xyz", "cannot write")):
         r = subprocess.run(WAVAE + ["reconstruct", str(trained_tiny_run), str(src), str(out)],
                            capture_output=True, text=True, cwd=ROOT)
-        assert r.returncode == 1 and msg in r.stderr and "Traceback" not in r.stderr
+        assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr
 
 
 def test_reconstruct_keeps_the_input_and_handles_tiny_and_odd_inputs(tmp_path, trained_tiny_run):
@@ -262,7 +262,7 @@ def test_reconstruct_keeps_the_input_and_handles_tiny_and_odd_inputs(tmp_path, t
     link.symlink_to(src)
     for out in (src, link):
         r = wavae(trained_tiny_run, src, out)
-        assert r.returncode == 1 and "is the input" in r.stderr and "Traceback" not in r.stderr
+        assert r.returncode == 2 and "is the input" in r.stderr and "Traceback" not in r.stderr
     assert src.read_bytes() == before
 
     one = tmp_path / "one.wav"
@@ -274,17 +274,17 @@ def test_reconstruct_keeps_the_input_and_handles_tiny_and_odd_inputs(tmp_path, t
         assert sr == 16000 and len(y) == 1 and np.isfinite(y).all()
     sf.write(one, np.array([0.1], np.float32), 48000)  # a third of a sample at 16 kHz
     r = wavae(trained_tiny_run, one, tmp_path / "o.wav")
-    assert r.returncode == 1 and "too short" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "too short" in r.stderr and "Traceback" not in r.stderr
 
     for bad, msg in ((["--block", "0"], "must be a positive multiple"),):
         r = wavae(trained_tiny_run, src, tmp_path / "o2.wav", "--streaming", *bad)
-        assert r.returncode == 1 and msg in r.stderr
+        assert r.returncode == 2 and msg in r.stderr
     r = wavae(src, src, tmp_path / "o3.wav")  # a file given as the run
-    assert r.returncode == 1 and "is a file; give a folder" in r.stderr
+    assert r.returncode == 2 and "is a file; give a folder" in r.stderr
     r = wavae(trained_tiny_run, tmp_path, tmp_path / "o3.wav")  # a folder given as the input
-    assert r.returncode == 1 and "is a folder; give a file" in r.stderr
+    assert r.returncode == 2 and "is a folder; give a file" in r.stderr
     r = wavae(trained_tiny_run, src, tmp_path)  # a folder given as the output
-    assert r.returncode == 1 and "is a folder; give a file name" in r.stderr
+    assert r.returncode == 2 and "is a folder; give a file name" in r.stderr
 
 
 def test_reconstruct_resamples_and_downmixes_in_blocks(tmp_path, trained_tiny_run):
@@ -316,4 +316,4 @@ def test_float_settings_refuse_nan_and_inf_by_name():
 def test_resume_refuses_another_preset(tmp_path, trained_tiny_run, audio_dir):
     r = subprocess.run(WAVAE + ["train", "--preset", "wavae", "--resume", "--out", str(trained_tiny_run),
                                 "--data", str(audio_dir)], capture_output=True, text=True, cwd=ROOT)
-    assert r.returncode == 1 and "trained with the 'tiny' preset" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "trained with the 'tiny' preset" in r.stderr and "Traceback" not in r.stderr

@@ -34,6 +34,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from wavae.errors import WavaeError
+from wavae.paths import PathError, input_file
 from wavae.fileio import atomic_path, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,10 @@ def load_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
     path = Path(path)
     if sample_rate <= 0:
         raise AudioError(f"sample rate must be positive, got {sample_rate}")
-    if not path.is_file():
-        raise AudioError(f"{path}: no such file")
+    try:
+        input_file(path, "audio file")
+    except PathError as e:
+        raise AudioError(str(e)) from None
     try:
         x, sr = sf.read(path, dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError, OSError) as e:

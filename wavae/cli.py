@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from wavae.errors import WavaeError
+from wavae.errors import EXIT_BAD_INPUT, WavaeError
 
 # name -> (module, one-line help).  Desktop (torch) modules live in wavae.train /
 # wavae.quantize; device modules in wavae.device and import no torch.
@@ -30,8 +30,16 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a mistake on the command line told in one line, like every
+    other bad input (the usage is one ``--help`` away)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="wavae", description="The wavae instrument: train, export, run and profile (see README.md)."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -46,7 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in SUBCOMMANDS else None)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, or a bad command line (already told in one line)
+        return int(e.code or 0)
     if not args.command:
         parser.print_help()
         return 2
@@ -58,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except WavaeError as e:  # meant for the person at the terminal: no traceback
         print(f"wavae {args.command}: error: {e}", file=sys.stderr)
-        return 1
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":
