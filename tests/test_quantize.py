@@ -179,7 +179,7 @@ def test_missing_or_silent_calibration_audio_is_refused(tmp_path, trained_tiny_r
     empty = tmp_path / "empty"
     empty.mkdir()
     assert wavae_main(["export", str(trained_tiny_run), "--out", str(tmp_path / "c"), "--precision", "int8",
-                       "--calibration", str(empty)]) == 1
+                       "--calibration", str(empty)]) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
 
 
