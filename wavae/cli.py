@@ -26,6 +26,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("wavae.device.cli_run", "run the instrument: live ALSA loop or file mode (device, no torch)"),
     "profile": ("wavae.device.cli_profile", "profile latency of a bundle on this machine (device, no torch)"),
     "panel": ("wavae.device.cli_panel", "check the knobs, encoders and buttons wiring live (device, no torch)"),
+    "latent": ("wavae.device.cli_latent", "latent paths: encode, decode, edit, interpolate, plane (device, no torch)"),
+    "transfer": ("wavae.device.cli_transfer", "style transfer: a sound played through a model (device, no torch)"),
 }
 
 
