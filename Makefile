@@ -8,7 +8,7 @@ VPY     := $(VENV)/bin/python
 WAVAE   := $(VENV)/bin/wavae
 STAMP   := $(VENV)/.installed
 APT_PKGS := gcc libasound2-dev alsa-utils libsndfile1 fluidsynth fluid-soundfont-gm \
-            espeak-ng sox jackd2 libasound2-plugins
+            espeak-ng sox jackd2 libasound2-plugins chromium
 DATA    ?= data/corpus
 RUN     ?= runs/demo
 

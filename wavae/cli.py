@@ -28,6 +28,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "panel": ("wavae.device.cli_panel", "check the knobs, encoders and buttons wiring live (device, no torch)"),
     "latent": ("wavae.device.cli_latent", "latent paths: encode, decode, edit, interpolate, plane (device, no torch)"),
     "transfer": ("wavae.device.cli_transfer", "style transfer: a sound played through a model (device, no torch)"),
+    "web": ("wavae.device.cli_web", "serve the instrument's page: live controls and the playground (device, no torch)"),
 }
 
 
