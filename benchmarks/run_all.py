@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["model_stats.py", "bench_quantize.py", "bench_device.py", "bench_baselines.py", "bench_panel.py"]
+BENCHMARKS = ["model_stats.py", "bench_quantize.py", "bench_device.py", "bench_baselines.py", "bench_panel.py",
+              "bench_web.py"]
 
 
 def main() -> int:

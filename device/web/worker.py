@@ -38,6 +38,7 @@ from wavae.errors import WavaeError
 
 from ..audio_file import AudioReader, write_wav_atomic
 from ..bundle import load_bundle
+from ..machine import memory_mib
 from ..latent import LatentOpError, LatentPath, PathCodec, apply_ops, interpolate, load_path, op_from_json, plane, save_path
 
 NICE = 10  # below the web server (0) and far below the audio loop (0 or SCHED_FIFO)
@@ -141,6 +142,8 @@ def main() -> int:
         result = {"error": str(e)}
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         result = {"error": f"malformed job ({type(e).__name__}: {e})"}
+    result["nice"] = os.nice(0)  # the priority it ran at, for the page and the tests
+    result["worker_rss_peak_mib"] = memory_mib()["rss_peak_mib"]
     sys.stdout.write(json.dumps(result, separators=(",", ":")))
     return 0
 
