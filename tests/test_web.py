@@ -150,7 +150,7 @@ def test_renders_run_niced_and_give_audio_of_the_paths_length(start_web, tiny_bu
     status, _, data = web.request("POST", "/api/playground/render", body)
     assert status == 200, data
     res = json.loads(data)
-    assert res["nice"] >= 10 + os.nice(0)  # below the server and the audio loop
+    assert res["nice"] >= min(19, 10 + os.nice(0))  # below the server and the audio loop
     status, headers, wav = web.request("GET", res["wav"] + "?download=1")
     assert status == 200 and headers["Content-Type"] == "audio/wav" and "attachment" in headers["Content-Disposition"]
     path = tmp_path / "r.wav"
