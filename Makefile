@@ -8,7 +8,7 @@ VPY     := $(VENV)/bin/python
 WAVAE   := $(VENV)/bin/wavae
 STAMP   := $(VENV)/.installed
 APT_PKGS := gcc libasound2-dev alsa-utils libsndfile1 fluidsynth fluid-soundfont-gm \
-            espeak-ng flite sox jackd2 libasound2-plugins systemd
+            espeak-ng flite sox jackd2 libasound2-plugins systemd chromium
 # what the device itself needs: a compiler and the ALSA headers for pyalsaaudio, aplay/arecord -L (named in
 # the audio errors), libsndfile, venv, systemd
 DEVICE_APT_PKGS := gcc libasound2-dev alsa-utils libsndfile1 python3-venv systemd

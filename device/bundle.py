@@ -11,6 +11,7 @@ writes (``wavae.quantize.export``) and this reader checks a manifest against.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,10 +145,33 @@ class Bundle:
             raise BundleError(f"bundle {self.path} has no graph {name!r}; it has {sorted(self.graphs)}")
         return self.graphs[name]
 
+    @property
+    def sha256(self) -> str:
+        """The bundle's identity (``bundle_sha256`` of its manifest)."""
+        return bundle_sha256(self.manifest)
+
     def engine_file(self, name: str, precision: str | None = None) -> Path:
         """Where the TensorRT plan of graph ``name`` at ``precision`` (default: the bundle's)
         lives: ``engines/<graph>.<precision>.plan``, built on the Jetson by ``wavae engine``."""
         return self.path / "engines" / f"{name}.{precision or self.precision}.plan"
+
+
+def bundle_sha256(manifest: Mapping[str, Any]) -> str:
+    """A bundle's identity: sha256 over the sorted ``name:sha256`` lines of its
+    manifest's ``files``.
+
+    It names the model's weights (the graphs' bytes), not the export: the
+    manifest's time stamp and source do not enter it, so the same files copied
+    anywhere keep the same identity, and any other graph (another model, or the
+    same model at another precision) has another.  Latent paths carry it to
+    refuse a decode on a bundle that did not encode them.
+    """
+    files = manifest.get("files")
+    if not isinstance(files, Mapping) or not files:
+        raise BundleError("the manifest lists no files; the bundle is damaged, re-export it with `wavae export`")
+    lines = "".join(f"{name}:{entry.get('sha256') if isinstance(entry, Mapping) else entry}\n"
+                    for name, entry in sorted(files.items()))
+    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 def _unreadable(bundle: Path, e: OSError, path: Path | None = None) -> BundleError:

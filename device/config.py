@@ -14,6 +14,7 @@ overrides ``~/.asoundrc``.  Annotated examples live in ``device/configs/``.
     [osc]       host, port                          (OSC over UDP; off when absent)
     [midi]      port, api, virtual                  (MIDI in; off when absent)
     [presets]   dir, load                           (saved presets; off when absent)
+    [web]       host, port, lan, token, state_dir, upload_mb  (`wavae web`, a process of its own)
 
 Validation names the key and says what is expected::
 
@@ -155,6 +156,27 @@ class PresetsConfig:
     load: str | None = None  # a preset loaded at start (after [controls])
 
 
+MIN_TOKEN = 16  # characters of a LAN token: guessing one over HTTP is hopeless
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """``wavae web``: the page served by the device (``wavae.device.web``), a process of its own.
+
+    It binds to loopback unless ``lan = true`` and a ``token`` of at least
+    ``MIN_TOKEN`` characters are both set; on the LAN every request must carry
+    the token.  It reaches the instrument at ``[osc]`` and manages the
+    presets in ``[presets] dir``.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    lan: bool = False
+    token: str = ""
+    state_dir: Path | None = None  # uploads and renders (default: $STATE_DIRECTORY, else ~/.local/state/wavae)
+    upload_mb: float = 20.0  # largest sound the playground takes
+
+
 @dataclass(frozen=True)
 class DeviceConfig:
     bundle: BundleConfig = field(default_factory=BundleConfig)
@@ -166,6 +188,7 @@ class DeviceConfig:
     osc: OscConfig | None = None
     midi: MidiConfig | None = None
     presets: PresetsConfig | None = None
+    web: WebConfig = field(default_factory=WebConfig)
     source: str = "<defaults>"  # where it was read from, for messages
     command_line: frozenset[str] = frozenset()  # keys set by command-line overrides, e.g. "audio.capture"
 
@@ -237,6 +260,12 @@ def _bool(v: Any) -> bool:
     return v
 
 
+def _token(v: Any) -> str:
+    if not isinstance(v, str) or (v and (len(v) < MIN_TOKEN or not v.isprintable() or " " in v or ";" in v)):
+        raise _Bad(f"a string of at least {MIN_TOKEN} characters without spaces (e.g. from `openssl rand -hex 16`)")
+    return v
+
+
 def _host(v: Any) -> str:
     import ipaddress
 
@@ -305,6 +334,11 @@ _SCHEMA: dict[str, tuple[type, dict[str, Checker]]] = {
     "osc": (OscConfig, {"host": _host, "port": _int(1, 65535)}),
     "midi": (MidiConfig, {"port": _string_or_empty, "api": _choice(MIDI_APIS), "virtual": _bool}),
     "presets": (PresetsConfig, {"dir": _path, "load": _string}),
+    "web": (
+        WebConfig,
+        {"host": _host, "port": _int(1, 65535), "lan": _bool, "token": _token, "state_dir": _path,
+         "upload_mb": _float(0.1, 500.0)},
+    ),
     "debug": (
         DebugConfig,
         {
@@ -359,7 +393,8 @@ def parse_config(data: dict[str, Any], source: str = "<config>", base_dir: Path 
         sections[name] = cls(**values)
     cfg = DeviceConfig(**sections, source=source)
     if base_dir is not None:  # relative paths are relative to the config file
-        for section, key in (("bundle", "path"), ("panel", "mapping"), ("presets", "dir")):
+        for section, key in (("bundle", "path"), ("panel", "mapping"), ("presets", "dir"),
+                             ("web", "state_dir")):
             sub = getattr(cfg, section)
             value = getattr(sub, key) if sub is not None else None
             if value is not None and not value.is_absolute():
@@ -417,11 +452,36 @@ def _check_consistency(cfg: DeviceConfig) -> None:
         raise DeviceConfigError(
             f'{cfg.source}: presets.dir: missing: [presets] needs a writable folder, e.g. dir = "/var/lib/wavae/presets"'
         )
+    check_web_binding(cfg.web.host, cfg.web, cfg.source)
     d = cfg.debug
     if (d.slow_ms > 0) != (d.slow_every > 0):
         raise DeviceConfigError(
             f"{cfg.source}: debug.slow_every: slow_ms and slow_every go together "
             f"(got slow_ms = {d.slow_ms:g}, slow_every = {d.slow_every})"
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine reaches (127.0.0.0/8, ::1, "localhost")."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_web_binding(host: str, web: WebConfig, source: str) -> None:
+    """Refuse a LAN address for ``wavae web`` unless ``[web] lan = true`` and a token are set."""
+    if is_loopback(host):
+        return
+    if not web.lan or not web.token:
+        raise DeviceConfigError(
+            f"{source}: web.host: {host} would put the instrument's page on the network; that needs "
+            f"`lan = true` and a `token` (at least {MIN_TOKEN} characters, e.g. `openssl rand -hex 16`) in [web]. "
+            f'Keep host = "127.0.0.1" to serve this machine only'
         )
 
 

@@ -60,6 +60,53 @@ def memory_mib() -> dict[str, float | None]:
     return out
 
 
+def cpu_temperature_c() -> float | None:
+    """The hottest thermal zone now, in degrees C (Pi: ``cpu-thermal``; Jetson: ``cpu-thermal``,
+    ``gpu-thermal``, ...); None where ``/sys/class/thermal`` has none (a container, a VM)."""
+    best = None
+    try:
+        zones = sorted(os.listdir("/sys/class/thermal"))
+    except OSError:
+        return None
+    for zone in zones:
+        if not zone.startswith("thermal_zone"):
+            continue
+        try:
+            with open(f"/sys/class/thermal/{zone}/temp") as f:
+                t = int(f.read().strip()) / 1000.0
+        except (OSError, ValueError):
+            continue
+        if -40.0 < t < 150.0 and (best is None or t > best):
+            best = t
+    return best
+
+
+class CpuUsage:
+    """Whole-machine CPU use between two calls of ``percent``, from ``/proc/stat``."""
+
+    def __init__(self) -> None:
+        self._last = self._read()
+
+    @staticmethod
+    def _read() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(v) for v in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields), idle
+
+    def percent(self) -> float | None:
+        """Percent of all cores busy since the previous call (None without /proc or on the first tick)."""
+        now, last = self._read(), self._last
+        self._last = now
+        if now is None or last is None or now[0] <= last[0]:
+            return None
+        total, idle = now[0] - last[0], now[1] - last[1]
+        return 100.0 * (total - idle) / total
+
+
 def cpu_name() -> str:
     """The CPU (x86), or the board (Raspberry Pi, Jetson), from /proc/cpuinfo."""
     cpu = platform.processor() or platform.machine()
@@ -113,4 +160,4 @@ def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-__all__ = ["clock_tick_s", "cpu_name", "machine_info", "memory_mib", "process_age_s", "utc_now"]
+__all__ = ["CpuUsage", "clock_tick_s", "cpu_name", "cpu_temperature_c", "machine_info", "memory_mib", "process_age_s", "utc_now"]

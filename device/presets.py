@@ -139,6 +139,36 @@ class PresetStore:
         return path
 
 
+    def rename(self, name: str, new: str) -> Path:
+        """Give preset ``name`` the name ``new`` (its file renamed, its ``name`` field rewritten)."""
+        src, dst = self.path(name), self.path(new)
+        if not src.is_file():
+            raise PresetError(f"no preset named {name!r} in {self.dir}")
+        if dst.exists():
+            raise PresetError(f"a preset named {new!r} exists already; delete it first or choose another name")
+        try:
+            doc = json.loads(src.read_bytes())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise PresetError(f"preset file {src} cannot be read: {e}") from None
+        if isinstance(doc, dict):
+            doc["name"] = new
+        try:
+            atomic_write_json(dst, doc)  # the new file whole first, then the old one goes
+            src.unlink()
+        except OSError as e:
+            raise PresetError(f"cannot rename preset {name!r} to {new!r} in {self.dir}: {e.strerror or e}") from None
+        return dst
+
+    def delete(self, name: str) -> None:
+        path = self.path(name)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            raise PresetError(f"no preset named {name!r} in {self.dir}") from None
+        except OSError as e:
+            raise PresetError(f"cannot delete preset {name!r} ({path}): {e.strerror or e}") from None
+
+
 def parse_preset(obj: Any, controls: Controls, source: str, name: str) -> Preset:
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise PresetError(f"{source} is not a wavae preset (no \"format\": \"{FORMAT}\")")

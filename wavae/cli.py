@@ -27,6 +27,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "profile": ("wavae.device.cli_profile", "profile latency of a bundle on this machine (device, no torch)"),
     "panel": ("wavae.device.cli_panel", "check the knobs, encoders and buttons wiring live (device, no torch)"),
     "status": ("wavae.device.cli_status", "what the running instrument service is doing (device, no torch)"),
+    "latent": ("wavae.device.cli_latent", "latent paths: encode, decode, edit, interpolate, plane (device, no torch)"),
+    "transfer": ("wavae.device.cli_transfer", "style transfer: a sound played through a model (device, no torch)"),
+    "web": ("wavae.device.cli_web", "serve the instrument's page: live controls and the playground (device, no torch)"),
 }
 
 
