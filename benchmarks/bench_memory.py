@@ -87,6 +87,10 @@ def main() -> int:
         f"{os.getloadavg()[0]:.1f} at the end. Input: 48 kHz mono 16-bit noise. Bundle `{Path(a.bundle).name}`, "
         f"run `{Path(a.run).name}`. Peak RSS is the child's `ru_maxrss`.",
         "",
+        "Before file mode and reconstruct went block by block (the bad-input issue's measurements): `wavae run` "
+        "peaked at 423 MB for 10 minutes and 4.1 GB for 2 hours; `wavae reconstruct` used 1.0 GB for 2 minutes "
+        "and ran out of memory on 2 hours under an 8 GB cap. Reconstruct's flat ~400 MiB is torch itself.",
+        "",
         "| command | minutes | peak RSS (MiB) | wall (s) | wall / audio |",
         "|---|---|---|---|---|",
     ]
