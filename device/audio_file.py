@@ -12,7 +12,7 @@ from wavae.errors import WavaeError
 from wavae.fileio import atomic_path
 from wavae.paths import input_file, output_file
 
-from .engine import DEVICE_RATES
+from .capabilities import DEVICE_RATES
 
 
 class AudioFileError(WavaeError, ValueError):

@@ -31,7 +31,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .audio_file import AudioReader  # noqa: E402
-from .backends import BACKENDS  # noqa: E402
+from .capabilities import BACKENDS  # noqa: E402
 from .backends.tensorrt import gpu_present  # noqa: E402
 from .profile import DEFAULT_PREFILL_PERIODS, profile  # noqa: E402
 from .report import ProfileError, prepare_dir, to_json, write_all  # noqa: E402

@@ -39,7 +39,7 @@ from .controls import parse_set
 from .instrument import Instrument, InstrumentSpec, timing_line
 from .live import main_live
 
-from .backends import BACKENDS
+from .capabilities import BACKENDS
 
 DEFAULT_PERIOD = 256
 

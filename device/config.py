@@ -36,9 +36,8 @@ from typing import Any, Callable
 
 from wavae.errors import WavaeError
 
-from .backends import BACKENDS
+from .capabilities import BACKENDS, DEVICE_RATES
 from .controls import BIAS_LIMIT, ControlError, Controls
-from .engine import DEVICE_RATES
 
 
 class DeviceConfigError(WavaeError, ValueError):

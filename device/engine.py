@@ -63,6 +63,7 @@ from wavae.errors import WavaeError
 
 from .backends import Backend
 from .bundle import Bundle
+from .capabilities import DEVICE_RATES, MAX_RATE_RATIO, MODEL_RATE_RANGE
 from .controls import Controls
 from .dsp import FeedbackShaper, soft_limit
 from .fifo import Fifo
@@ -73,9 +74,6 @@ from .smoothing import ControlSmoother
 log = logging.getLogger("wavae.device.engine")
 
 TIMED_BLOCKS = 4096  # model blocks whose compute time timing() summarises
-DEVICE_RATES = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000)
-MODEL_RATE_RANGE = (8000, 96000)
-MAX_RATE_RATIO = 6.0
 MAX_PERIOD = 16384
 INPUT_CLIP = 4.0  # input samples beyond +-4 full scale are clipped (nothing real gets there)
 OUTPUT_KNEE, OUTPUT_CEILING = 0.9, 1.0

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import BACKENDS, Backend, BackendError
+from ..capabilities import BACKENDS
+from .base import Backend, BackendError
 from .onnx import OnnxBackend
 from .tensorrt import TensorRTBackend
 

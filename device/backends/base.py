@@ -6,7 +6,6 @@ import numpy as np
 
 from wavae.errors import WavaeError
 
-BACKENDS = ("onnxruntime", "tensorrt")  # the one list of backend names: configs, CLIs and make_backend
 
 
 class BackendError(WavaeError, RuntimeError):
