@@ -312,9 +312,9 @@ PRESETS["pi"] = {
     "frontend": {"n_fft": 512, "hop": 96, "n_mels": 80, "window": "asymmetric", "window_fall": 96},
     "vae": {"encoder_channels": [80, 128, 128, 128, 32], "encoder_strides": [1, 1, 1, 1]},
     "vocoder": {"ngf": 32, "ratios": [2, 3, 4], "bands": 4, "n_residual": 4,
-                "disc_scales": 3, "disc_channels": 16, "disc_max_channels": 256, "disc_downsample": [4, 4, 4]},
-    "train": {"batch": 8, "chunk": 8640, "lr": 3e-4, "vocoder_lr": 3e-4, "kl_warmup": 3000,
-              "adv_start": 20000, "lr_schedule": "cosine", "lr_decay_steps": 100_000, "lr_floor": 0.1,
+                "disc_scales": 3, "disc_channels": 16, "disc_max_channels": 64, "disc_downsample": [4, 4, 4]},
+    "train": {"batch": 8, "chunk": 8640, "lr": 3e-4, "vocoder_lr": 5e-4, "kl_warmup": 3000,
+              "adv_start": 30000, "lr_schedule": "cosine", "lr_decay_steps": 200_000, "lr_floor": 0.1,
               "lr_warmup": 200, "ckpt_every": 500, "log_every": 50},
 }
 

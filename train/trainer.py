@@ -406,9 +406,10 @@ class Trainer:
         self.fit_statistics()
         return self._loop("vocoder", steps, self.vocoder_step)
 
-    def fit(self, stage: str, steps: int) -> dict[str, list[dict[str, float]]]:
-        """Train ``stage`` (vae | vocoder | all) to ``steps`` steps per stage, saving
-        on the way, at the end and on a first Ctrl-C (a second one aborts)."""
+    def fit(self, stage: str, steps: int, vae_steps: int | None = None) -> dict[str, list[dict[str, float]]]:
+        """Train ``stage`` (vae | vocoder | all) to ``steps`` steps per stage (the VAE to
+        ``vae_steps`` when given), saving on the way, at the end and on a first Ctrl-C
+        (a second one aborts)."""
         history: dict[str, list[dict[str, float]]] = {}
         previous = signal.getsignal(signal.SIGINT)
 
@@ -426,7 +427,7 @@ class Trainer:
             pass
         try:
             if stage in ("vae", "all"):
-                history["vae"] = self.train_vae(steps)
+                history["vae"] = self.train_vae(steps if vae_steps is None else vae_steps)
             if self.progress["vae_steps"] and not self.progress["pca_done"] and not self._stop:
                 self.fit_pca()  # also when a resumed run goes straight to the vocoder
             if stage in ("vocoder", "all") and not self._stop:
