@@ -23,8 +23,9 @@ Choices
   - those of the mel front-end (the STFT conv and the mel filterbank): a log-mel
     of 8-bit magnitudes loses everything quieter than ~48 dB below the block's
     peak, which wrecks quiet passages;
-  - the vocoder's output conv (channels -> 1, before Tanh): its rounding lands on
-    the audio directly.  On a briefly trained `tiny` run keeping it float raised
+  - the vocoder's output conv (channels -> 1, or -> the PQMF sub-bands, before
+    Tanh) and, in a multi-band vocoder, the fixed PQMF synthesis bank after Tanh
+    (a ConvTranspose): their rounding lands on the audio directly.  On a briefly trained `tiny` run keeping it float raised
     the int8-vs-fp32 SNR by ~4.7 dB, while no other single layer gained more
     than 0.8 dB; it is well under 1% of the MACs.
   Everything around them (LeakyReLU, Concat, Slice, Add, the loudness path, the
@@ -51,7 +52,7 @@ from wavae.errors import WavaeError
 from wavae.progress import Progress
 
 from .bundle import OPSET, BundleStreamer, graph_opset
-from .graph import first_downstream, producers
+from .graph import consumers, first_downstream, producers
 
 QUANTIZED_OPS = ["Conv", "ConvTranspose", "MatMul", "Gemm"]
 ACTIVATION_TYPES = ("int8", "uint8")
@@ -176,13 +177,16 @@ def frontend_nodes(proto) -> list[str]:
 
 def output_conv(proto) -> list[str]:
     """The decoder's last convolution (the one feeding Tanh): it writes the audio
-    itself, one channel, and nothing after it averages its rounding away."""
+    itself (or its PQMF sub-bands), and nothing after it averages its rounding away;
+    plus a multi-band vocoder's PQMF synthesis (the ConvTranspose reading Tanh)."""
     writers = producers(proto)
+    readers = consumers(proto)
     for n in proto.graph.node:
         if n.op_type == "Tanh":
             p = writers.get(n.input[0])
             if p is not None and p.op_type == "Conv":
-                return [p.name]
+                bank = [c.name for c in readers.get(n.output[0], []) if c.op_type == "ConvTranspose"]
+                return [p.name] + bank
     return []
 
 

@@ -113,3 +113,29 @@ def test_flite_is_chosen_when_espeak_ng_is_absent(tmp_path, monkeypatch):
         (tmp_path / program).symlink_to(shutil.which(program))
     monkeypatch.setenv("PATH", str(tmp_path))  # espeak-ng is not on this PATH
     assert find_tools().speech == ("flite", str(tmp_path / "flite"))
+
+
+def test_varied_recipe_plays_instruments_the_default_does_not():
+    from wavae.train.corpus import EXTRA_INSTRUMENTS, INSTRUMENTS, RECIPES
+
+    default = {i.program for i in INSTRUMENTS}
+    extra = {i.program for i in EXTRA_INSTRUMENTS}
+    assert not default & extra
+    played = set()
+    for i in range(40):
+        midi, _ = phrase_midi(np.random.default_rng([0, 0, i]), RECIPES["varied"].instruments)
+        played |= {m.program for m in midi.tracks[0] if m.type == "program_change"}
+    assert played & extra and played <= default | extra
+    assert RECIPES["varied"].minutes >= 20  # the floor for a model meant to play
+
+
+@needs_tools
+def test_varied_recipe_files_are_named_apart_and_rendered(tmp_path):
+    summary = build_corpus(tmp_path, minutes=0.1, sample_rate=SR, seed=0, progress=False, recipe="varied")
+    assert summary["recipe"] == "varied"
+    for domain in ("strings", "speech"):
+        files = sorted((tmp_path / domain).glob("*.wav"))
+        assert files and all(f.name.startswith(f"{domain}-varied-s0-") for f in files)
+        assert summary[domain]["rendered"] == len(files)
+    with pytest.raises(DataError, match="unknown corpus recipe"):
+        build_corpus(tmp_path, minutes=0.1, recipe="huge", progress=False)

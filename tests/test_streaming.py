@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from wavae.train.config import PRESETS, resolve
-from wavae.train.factory import build_model
+from wavae.train.factory import build_model, build_pqmf_analysis
+from wavae.train.pqmf import PQMFAnalysis, PQMFSynthesis
 from wavae.train.streaming import (
     CausalConv1d,
     CausalConvTranspose1d,
@@ -93,6 +94,50 @@ def test_residual_and_sequential_stream_exactly():
     assert chain_lookahead(list(chain.layers)) == 1
 
 
+@pytest.mark.parametrize("bands,taps", [(2, 14), (4, 30), (4, 62), (3, 48)])
+def test_pqmf_banks_stream_exactly(bands, taps):
+    torch.manual_seed(0)
+    analysis = PQMFAnalysis(bands, taps, 0.142, 9.0)
+    synthesis = PQMFSynthesis(bands, taps, 0.142, 9.0)
+    x = torch.randn(2, 1, 24 * bands)
+    _check(analysis, x, [bands, 2 * bands, 3 * bands, 24 * bands])
+    _check(synthesis, torch.randn(2, bands, 24), [1, 2, 3, 24])
+    assert analysis.lookahead == bands - 1 and synthesis.lookahead == 0
+    assert analysis.delay == taps // 2 - (bands - 1)
+    assert synthesis.delay * bands == taps // 2  # in sub-band samples: taps / 2 audio samples
+
+
+def test_pqmf_reconstructs_the_input_delayed_by_its_reported_delay():
+    """Multi-band MelGAN's bank (4 bands, 62 taps): the synthesis of the analysis target
+    is the input delayed by exactly the synthesis' reported delay, to better than 60 dB."""
+    torch.manual_seed(0)
+    analysis, synthesis = PQMFAnalysis(4, 62, 0.142, 9.0), PQMFSynthesis(4, 62, 0.142, 9.0)
+    x = torch.randn(1, 1, 4800)
+    d = int(synthesis.delay * 4)
+    with torch.no_grad():
+        y = synthesis(analysis.target(x))
+        # the full causal chain lags by both banks' delays and the analysis' block wait
+        chain = synthesis(analysis(x))
+    ref = torch.nn.functional.pad(x, (d, 0))[..., : x.shape[-1]]
+    inner = slice(200, -200)
+    snr = 10 * torch.log10(ref[..., inner].pow(2).mean() / (y - ref)[..., inner].pow(2).mean())
+    assert snr > 60, snr
+    total = d + int(analysis.delay)
+    ref2 = torch.nn.functional.pad(x, (total, 0))[..., : x.shape[-1]]
+    assert 10 * torch.log10(ref2[..., inner].pow(2).mean() / (chain - ref2)[..., inner].pow(2).mean()) > 60
+    # one sample off is far worse: the delay is not approximately but exactly this
+    off = torch.nn.functional.pad(x, (d + 1, 0))[..., : x.shape[-1]]
+    assert 10 * torch.log10(off[..., inner].pow(2).mean() / (y - off)[..., inner].pow(2).mean()) < 10
+
+
+def test_multiband_vocoder_matches_its_analysis_bank():
+    cfg = resolve("pi-tiny")
+    model = build_model(cfg)
+    analysis = build_pqmf_analysis(cfg)
+    assert model.vocoder.bands == analysis.bands == cfg.vocoder.bands == 4
+    assert build_pqmf_analysis(resolve("tiny")) is None
+
+
 def test_residual_refuses_misaligned_branches():
     with pytest.raises(ValueError):
         Residual(CausalConv1d(2, 2, 3, stride=2), CausalConv1d(2, 2, 1))
@@ -131,12 +176,33 @@ def test_every_part_and_full_chain_stream_exactly(preset):
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_latency_is_one_latent_frame(preset):
+    """One latent frame, plus the PQMF synthesis bank's group delay for a multi-band vocoder."""
     cfg = resolve(preset)
     model = build_model(cfg)
-    assert model.latency == cfg.frame
+    bank_delay = cfg.vocoder.pqmf_taps // 2 if cfg.vocoder.bands > 1 else 0
+    assert model.delay == bank_delay
+    assert model.latency == cfg.frame + bank_delay
     assert model.frontend.min_block == cfg.frontend.hop
     if preset == "lowlatency":
         assert 1000 * model.latency / cfg.frontend.sample_rate <= 8.0
+    if preset in ("pi", "pi-tiny"):
+        assert 1000 * model.latency / cfg.frontend.sample_rate <= 5.4
+
+
+def test_multiband_vocoder_is_causal():
+    """Changing mel frame 3 of the pi layout's vocoder (PQMF bank included) changes no
+    output sample before that frame's own block."""
+    cfg = resolve("pi-tiny")
+    model = build_model(cfg).eval()
+    frames = 6
+    mel = torch.zeros(1, cfg.frontend.n_mels, frames)
+    with torch.no_grad():
+        silent = model.vocoder(mel)
+        mel[..., 3] = 1.0
+        hit = model.vocoder(mel)
+    changed = (hit - silent).abs().flatten() > 0
+    first = int(changed.nonzero()[0])
+    assert first >= 3 * cfg.frontend.hop  # causal: nothing before the frame that changed
 
 
 def test_state_shapes_derive_from_config():

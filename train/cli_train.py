@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 
 from wavae.errors import WavaeError
@@ -24,14 +25,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run directory (config, checkpoint, tensorboard logs)")
     p.add_argument("--stage", default="all", choices=["vae", "vocoder", "all"])
     p.add_argument("--steps", type=int, default=None, help="steps per stage (default: preset's; 200 for tiny)")
+    p.add_argument("--vae-steps", type=int, default=None,
+                   help="steps of the VAE stage when they should differ from --steps (it converges sooner)")
     p.add_argument("--batch", type=int, default=None, help="override train.batch")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value (JSON value), e.g. --set train.lr=3e-4")
 
 
-DEFAULT_STEPS = {"tiny": 200, "lowlatency-tiny": 200, "lowlatency": 200_000, "wavae": 200_000}
+DEFAULT_STEPS = {"tiny": 200, "lowlatency-tiny": 200, "pi-tiny": 200, "lowlatency": 200_000, "wavae": 200_000,
+                 "pi": 200_000}
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -66,7 +71,11 @@ def main(args: argparse.Namespace) -> int:
     from .data import ChunkCache
     from .trainer import Trainer
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError("--threads must be at least 1")
+        torch.set_num_threads(args.threads)
     run = Path(args.out)
     if args.resume:
         cfg = read_config(run)
@@ -85,8 +94,8 @@ def main(args: argparse.Namespace) -> int:
             overrides.setdefault("train", {})["batch"] = args.batch
         cfg = resolve(args.preset or "wavae", overrides)
     steps = args.steps if args.steps is not None else DEFAULT_STEPS.get(cfg.name, 1000)
-    if steps <= 0:
-        raise ConfigError("--steps must be positive")
+    if steps <= 0 or (args.vae_steps is not None and args.vae_steps <= 0):
+        raise ConfigError("--steps and --vae-steps must be positive")
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise WavaeError("--device cuda was asked for, but torch sees no CUDA GPU here; use --device cpu")
@@ -109,10 +118,11 @@ def main(args: argparse.Namespace) -> int:
         if d.main:
             print(f"data: {data.n_files} files, {data.seconds:.1f} s in {data.chunks.shape[0]} chunks"
                   f"{f', {data.n_skipped} unreadable files skipped' if data.n_skipped else ''}")
+        # a progress bar only on a terminal; a log file gets the trainer's plain lines
         trainer = Trainer(cfg, run, data.chunks, device=device, dist_info=d,
-                          data_dir=str(Path(args.data).resolve()))
+                          data_dir=str(Path(args.data).resolve()), show_progress=sys.stderr.isatty())
         trainer.start(resume=args.resume)
-        trainer.fit(args.stage, steps)
+        trainer.fit(args.stage, steps, args.vae_steps)
         if d.main:
             p = trainer.progress
             state = "interrupted, checkpoint saved" if trainer.interrupted else "done"

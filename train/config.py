@@ -55,9 +55,17 @@ class LoudnessConfig:
 @dataclass(frozen=True)
 class VocoderConfig:
     ngf: int = 32
-    ratios: tuple[int, ...] = (8, 8, 2, 2)
+    ratios: tuple[int, ...] = (8, 8, 2, 2)  # upsampling strides; they multiply to hop / bands
     n_residual: int = 3
     kernel: int = 7
+    # Multi-band MelGAN: the generator writes `bands` sub-bands at rate / bands and a
+    # causal PQMF synthesis bank (taps + 1 coefficients, Kaiser prototype with this
+    # cut-off and beta) makes the waveform; its group delay, taps / 2 samples, adds
+    # to the latency.  bands = 1 is plain MelGAN.
+    bands: int = 1
+    pqmf_taps: int = 62
+    pqmf_cutoff: float = 0.142
+    pqmf_beta: float = 9.0
     disc_scales: int = 3
     disc_channels: int = 16
     disc_max_channels: int = 1024
@@ -75,8 +83,16 @@ class TrainConfig:
     kl_warmup: int = 5000
     recon_sigma: float = 1.0  # std of the Gaussian reconstruction likelihood on log-mel
     fm_weight: float = 10.0
-    mel_weight: float = 45.0
-    adv_start: int = 0  # vocoder steps before the discriminator joins
+    mel_weight: float = 45.0  # weight of the multi-resolution STFT loss
+    # multi-band vocoders: the STFT loss is (full band + subband_weight * sub-bands) / (1 + subband_weight)
+    subband_weight: float = 1.0
+    adv_start: int = 0  # vocoder warm-up: steps on the STFT loss alone before the discriminator joins
+    # learning rate per stage: lr_warmup steps of linear ramp, then "constant", or "cosine"
+    # from lr down to lr * lr_floor over the next lr_decay_steps steps of that stage (then held)
+    lr_schedule: str = "constant"
+    lr_decay_steps: int = 0
+    lr_floor: float = 0.1
+    lr_warmup: int = 0
     finetune_on_vae: bool = False  # train the vocoder on the VAE's reconstructed mels
     ckpt_every: int = 1000
     log_every: int = 50
@@ -152,8 +168,29 @@ class Config:
         prod = 1
         for r in voc.ratios:
             prod *= r
-        if prod != fe.hop:
-            raise ConfigError(f"vocoder.ratios multiply to {prod}, but frontend.hop is {fe.hop}")
+        if voc.bands < 1:
+            raise ConfigError(f"vocoder.bands must be at least 1, got {voc.bands}")
+        if prod * voc.bands != fe.hop:
+            raise ConfigError(
+                f"vocoder.ratios multiply to {prod}, times vocoder.bands ({voc.bands}) is {prod * voc.bands}, "
+                f"but frontend.hop is {fe.hop}"
+            )
+        if voc.bands > 1:
+            if voc.pqmf_taps % 2 or voc.pqmf_taps < 2 * (voc.bands - 1):
+                raise ConfigError(
+                    f"vocoder.pqmf_taps must be even and at least {2 * (voc.bands - 1)} for {voc.bands} bands, "
+                    f"got {voc.pqmf_taps}"
+                )
+            if not 0 < voc.pqmf_cutoff < 1:
+                raise ConfigError(f"vocoder.pqmf_cutoff must be between 0 and 1, got {voc.pqmf_cutoff}")
+        if t.lr_schedule not in ("constant", "cosine"):
+            raise ConfigError(f"train.lr_schedule must be 'constant' or 'cosine', not {t.lr_schedule!r}")
+        if t.lr_schedule == "cosine" and t.lr_decay_steps <= 0:
+            raise ConfigError("train.lr_schedule 'cosine' needs a positive train.lr_decay_steps")
+        if not 0 < t.lr_floor <= 1:
+            raise ConfigError(f"train.lr_floor must be in (0, 1], got {t.lr_floor}")
+        if t.lr_warmup < 0 or t.adv_start < 0 or t.subband_weight < 0:
+            raise ConfigError("train.lr_warmup, train.adv_start and train.subband_weight must not be negative")
         if self.train.chunk % self.frame:
             raise ConfigError(f"train.chunk ({self.train.chunk}) must be a multiple of the latent frame ({self.frame})")
         return self
@@ -272,6 +309,37 @@ PRESETS["lowlatency-tiny"] = _merge(PRESETS["lowlatency"], {
                 "disc_downsample": [4, 4]},
     "train": {"batch": 4, "chunk": 4096, "lr": 1e-3, "vocoder_lr": 3e-4, "kl_warmup": 20, "ckpt_every": 50,
               "log_every": 5, "pca_batches": 4},
+})
+
+
+# Sized for one Raspberry Pi 4 core: under 0.8 GMAC per second of audio and under
+# 5.4 ms of algorithmic latency at 24 kHz.  Multi-band MelGAN (4 PQMF bands, the
+# Parallel WaveGAN bank of 62 taps) makes the vocoder several times cheaper than a
+# full-band one of the same widths; a 96-sample latent frame (hop 96, no encoder
+# stride) plus the bank's 31-sample group delay is 127 samples.  A slim VAE at the
+# frame rate.  Training: STFT-only warm-up before the discriminator joins, cosine
+# learning-rate decay, a discriminator slim enough for a CPU.
+PRESETS["pi"] = {
+    "name": "pi",
+    "frontend": {"n_fft": 512, "hop": 96, "n_mels": 80, "window": "asymmetric", "window_fall": 96},
+    "vae": {"encoder_channels": [80, 128, 128, 128, 32], "encoder_strides": [1, 1, 1, 1]},
+    "vocoder": {"ngf": 32, "ratios": [2, 3, 4], "bands": 4, "n_residual": 4,
+                "disc_scales": 3, "disc_channels": 16, "disc_max_channels": 64, "disc_downsample": [4, 4, 4]},
+    "train": {"batch": 8, "chunk": 8640, "lr": 3e-4, "vocoder_lr": 5e-4, "kl_warmup": 3000,
+              "adv_start": 30000, "lr_schedule": "cosine", "lr_decay_steps": 200_000, "lr_floor": 0.1,
+              "lr_warmup": 200, "ckpt_every": 500, "log_every": 50},
+}
+
+# The pi preset's timing and multi-band layout (rate, hop, frame, 4 PQMF bands) with
+# tiny's widths: tests and CI of the multi-band path, trainable in seconds on a CPU.
+PRESETS["pi-tiny"] = _merge(PRESETS["pi"], {
+    "name": "pi-tiny",
+    "vae": {"encoder_channels": [80, 32, 32, 16], "encoder_strides": [1, 1, 1]},
+    "loudness": {"n_components": 3, "n_bins": 8, "classifier_channels": 16, "adv_warmup": 20},
+    "vocoder": {"ngf": 8, "n_residual": 1, "disc_scales": 2, "disc_channels": 4, "disc_max_channels": 32,
+                "disc_downsample": [4, 4]},
+    "train": {"batch": 4, "chunk": 4224, "lr": 1e-3, "vocoder_lr": 3e-4, "kl_warmup": 20, "adv_start": 10,
+              "lr_decay_steps": 200, "lr_warmup": 5, "ckpt_every": 50, "log_every": 5, "pca_batches": 4},
 })
 
 

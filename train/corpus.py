@@ -1,6 +1,6 @@
 """``wavae data``: build a training corpus offline, with nothing downloaded.
 
-    wavae data --out DIR [--minutes 6] [--sample-rate 24000] [--seed 0]
+    wavae data --out DIR [--recipe default|varied] [--minutes N] [--sample-rate 24000] [--seed 0]
 
 Two domains, about half the minutes each:
 
@@ -10,6 +10,12 @@ Two domains, about half the minutes each:
   rendered by the fluidsynth program with the FluidR3 GM soundfont;
 - ``DIR/speech/``: sentences held below, spoken by espeak-ng with several
   languages, voice variants, speeds and pitches (flite when espeak-ng is absent).
+
+Two recipes.  ``default`` (6 minutes) is the one above, quick enough for CI and
+``make data``.  ``varied`` (24 minutes) is for a model meant to play: it adds
+brass, reeds, organ, guitars, mallets, choir and synth voices from the same
+soundfont, and widens the speakers' pitch and speed ranges; its files carry the
+recipe's name, so both can share a folder.
 
 Files are mono 16-bit wav at the target rate, trimmed and peak-normalised, each
 written atomically. File ``i`` of a domain depends only on (seed, domain, i), so
@@ -123,7 +129,42 @@ INSTRUMENTS = (
     Instrument("clarinet", 71, 50, 89, True, False, 0.8),
     Instrument("oboe", 68, 58, 91, True, False, 0.6),
 )
-BASSES = tuple(i for i in INSTRUMENTS if i.program in (42, 43, 0))
+# more General MIDI programs of FluidR3 for the `varied` recipe
+EXTRA_INSTRUMENTS = (
+    Instrument("trumpet", 56, 55, 82, True, False, 1.0),
+    Instrument("trombone", 57, 40, 72, True, False, 0.8),
+    Instrument("french-horn", 60, 41, 77, True, False, 0.8),
+    Instrument("tuba", 58, 28, 58, True, False, 0.4),
+    Instrument("brass-section", 61, 40, 80, True, True, 0.6),
+    Instrument("alto-sax", 65, 49, 81, True, False, 0.8),
+    Instrument("tenor-sax", 66, 44, 75, True, False, 0.6),
+    Instrument("bassoon", 70, 34, 72, True, False, 0.6),
+    Instrument("english-horn", 69, 52, 81, True, False, 0.4),
+    Instrument("recorder", 74, 60, 96, True, False, 0.4),
+    Instrument("pan-flute", 75, 60, 96, True, False, 0.4),
+    Instrument("church-organ", 19, 36, 96, True, True, 0.7),
+    Instrument("accordion", 21, 41, 89, True, True, 0.5),
+    Instrument("harmonica", 22, 60, 84, True, False, 0.3),
+    Instrument("nylon-guitar", 24, 40, 84, False, True, 0.9),
+    Instrument("steel-guitar", 25, 40, 84, False, True, 0.7),
+    Instrument("clean-guitar", 27, 40, 86, False, True, 0.5),
+    Instrument("electric-piano", 4, 36, 96, False, True, 0.6),
+    Instrument("harpsichord", 6, 36, 89, False, True, 0.4),
+    Instrument("vibraphone", 11, 53, 89, False, True, 0.5),
+    Instrument("marimba", 12, 45, 96, False, True, 0.5),
+    Instrument("music-box", 10, 60, 96, False, True, 0.3),
+    Instrument("kalimba", 108, 60, 91, False, False, 0.3),
+    Instrument("choir-aahs", 52, 48, 79, True, True, 0.8),
+    Instrument("voice-oohs", 53, 48, 79, True, True, 0.5),
+    Instrument("synth-strings", 50, 40, 88, True, True, 0.5),
+    Instrument("fiddle", 110, 55, 96, True, False, 0.5),
+    Instrument("acoustic-bass", 32, 28, 55, False, False, 0.5),
+    Instrument("fingered-bass", 33, 28, 55, False, False, 0.4),
+    Instrument("sitar", 104, 48, 84, False, False, 0.3),
+    Instrument("square-lead", 80, 48, 96, True, False, 0.3),
+    Instrument("warm-pad", 89, 40, 84, True, True, 0.3),
+)
+BASS_PROGRAMS = (42, 43, 0, 32, 33, 58)
 SCALES = {
     "major": (0, 2, 4, 5, 7, 9, 11),
     "minor": (0, 2, 3, 5, 7, 8, 10),
@@ -139,10 +180,12 @@ def _scale_notes(root: int, steps: tuple[int, ...], low: int, high: int) -> np.n
     return np.array([n for n in range(low, high + 1) if (n - root) % 12 in steps])
 
 
-def phrase_midi(rng: np.random.Generator) -> tuple[mido.MidiFile, str]:
+def phrase_midi(rng: np.random.Generator,
+                instruments: tuple[Instrument, ...] = INSTRUMENTS) -> tuple[mido.MidiFile, str]:
     """One seeded musical phrase (8-16 s) as a type-0 MIDI file, and a short description."""
-    weights = np.array([i.weight for i in INSTRUMENTS])
-    lead = INSTRUMENTS[rng.choice(len(INSTRUMENTS), p=weights / weights.sum())]
+    weights = np.array([i.weight for i in instruments])
+    lead = instruments[rng.choice(len(instruments), p=weights / weights.sum())]
+    basses = tuple(i for i in instruments if i.program in BASS_PROGRAMS)
     textures = ["melody", "duet"] + (["chords", "chords"] if lead.chords else [])
     texture = str(rng.choice(textures))
     bpm = float(rng.uniform(60, 132))
@@ -201,7 +244,7 @@ def phrase_midi(rng: np.random.Generator) -> tuple[mido.MidiFile, str]:
         degrees = [0, 3, 4, 5, 1, 2]
         chord_beats = float(rng.choice([2.0, 4.0]))
         ch = 0 if texture == "chords" else 1
-        bass = lead if texture == "chords" else BASSES[int(rng.integers(len(BASSES)))]
+        bass = lead if texture == "chords" else basses[int(rng.integers(len(basses)))]
         if ch == 1:
             events.append((0, 0, mido.Message("program_change", channel=1, program=bass.program)))
         low_scale = _scale_notes(root, steps, bass.low, min(bass.high, bass.low + 24))
@@ -231,8 +274,10 @@ def phrase_midi(rng: np.random.Generator) -> tuple[mido.MidiFile, str]:
     return midi, f"{lead.name} {texture} in {mode} at {bpm:.0f} bpm"
 
 
-def render_strings(rng: np.random.Generator, sample_rate: int, tools: Tools, tmp: Path) -> np.ndarray:
-    midi, _desc = phrase_midi(rng)
+def render_strings(rng: np.random.Generator, sample_rate: int, tools: Tools, tmp: Path,
+                   recipe: Recipe | None = None) -> np.ndarray:
+    recipe = recipe or RECIPES["default"]
+    midi, _desc = phrase_midi(rng, recipe.instruments)
     mid, wav = tmp / "phrase.mid", tmp / "phrase.wav"
     midi.save(mid)
     _run(
@@ -341,19 +386,22 @@ def speech_text(rng: np.random.Generator, lang: str) -> str:
     return " ".join(pool[int(i)] for i in picks)
 
 
-def render_speech(rng: np.random.Generator, sample_rate: int, tools: Tools, tmp: Path) -> np.ndarray:
+def render_speech(rng: np.random.Generator, sample_rate: int, tools: Tools, tmp: Path,
+                  recipe: Recipe | None = None) -> np.ndarray:
+    recipe = recipe or RECIPES["default"]
     wav = tmp / "speech.wav"
     kind, program = tools.speech
     if kind == "espeak-ng":
         langs = list(LANGUAGE_WEIGHTS)
         lang = str(rng.choice(langs, p=np.array([LANGUAGE_WEIGHTS[k] for k in langs])))
         voice = str(rng.choice(ESPEAK_VOICES[lang])) + "+" + str(rng.choice(ESPEAK_VARIANTS))
-        speed, pitch, gap = int(rng.integers(120, 200)), int(rng.integers(20, 80)), int(rng.integers(0, 4))
+        speed, pitch = int(rng.integers(*recipe.speech_speed)), int(rng.integers(*recipe.speech_pitch))
+        gap = int(rng.integers(0, 4))
         text = speech_text(rng, lang)
         cmd = [program, "-v", voice, "-s", str(speed), "-p", str(pitch), "-g", str(gap), "-w", str(wav), text]
     else:  # flite: English only, its built-in voices
         voice = str(rng.choice(FLITE_VOICES))
-        stretch = float(rng.uniform(0.8, 1.25))
+        stretch = float(rng.uniform(0.8, 1.25) * 160 / np.mean(recipe.speech_speed))
         text = speech_text(rng, "en")
         cmd = [program, "-voice", voice, "--setf", f"duration_stretch={stretch:.2f}", "-t", text, "-o", str(wav)]
     _run(cmd, kind)
@@ -362,7 +410,23 @@ def render_speech(rng: np.random.Generator, sample_rate: int, tools: Tools, tmp:
 
 # ----------------------------------------------------------------------- the recipe
 
-Renderer = Callable[[np.random.Generator, int, Tools, Path], np.ndarray]
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    instruments: tuple[Instrument, ...]
+    speech_pitch: tuple[int, int]  # espeak-ng -p range (0-99), upper bound exclusive
+    speech_speed: tuple[int, int]  # espeak-ng -s range, words per minute
+    minutes: float  # default length
+    tag: str  # file-name tag, so recipes can share a folder
+
+
+RECIPES = {
+    "default": Recipe("default", INSTRUMENTS, (20, 80), (120, 200), 6.0, ""),
+    "varied": Recipe("varied", INSTRUMENTS + EXTRA_INSTRUMENTS, (5, 96), (100, 230), 24.0, "varied-"),
+}
+
+Renderer = Callable[[np.random.Generator, int, Tools, Path, Recipe], np.ndarray]
 RENDERERS: dict[str, Renderer] = {"strings": render_strings, "speech": render_speech}
 
 
@@ -399,13 +463,15 @@ def _write_wav(path: Path, x: np.ndarray, sample_rate: int) -> None:
 
 def build_corpus(
     out: str | os.PathLike,
-    minutes: float = 6.0,
+    minutes: float | None = None,
     sample_rate: int = 24000,
     seed: int = 0,
     soundfont: str | os.PathLike | None = None,
     progress: bool = True,
+    recipe: str = "default",
 ) -> dict:
-    """Render about ``minutes`` of audio, half strings and half speech, into ``out``.
+    """Render about ``minutes`` (default: the recipe's) of audio, half strings and half
+    speech, into ``out``.
 
     Returns ``{"out", "sample_rate", "seed", "strings": {...}, "speech": {...}}``
     where each domain has ``files`` (this recipe's files), ``rendered`` (made by
@@ -413,13 +479,17 @@ def build_corpus(
     (wav files in the folder that this recipe did not plan: another seed, a larger
     earlier ``--minutes``; they are part of the corpus too).
     """
+    if recipe not in RECIPES:
+        raise DataError(f"unknown corpus recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
+    rec = RECIPES[recipe]
+    minutes = rec.minutes if minutes is None else minutes
     if not (isinstance(minutes, (int, float)) and math.isfinite(minutes) and minutes > 0):
         raise DataError(f"--minutes must be a positive number, got {minutes}")
     if not MIN_RATE <= sample_rate <= MAX_RATE:
         raise DataError(f"--sample-rate must be between {MIN_RATE} and {MAX_RATE} Hz (fluidsynth's range), got {sample_rate}")
     tools = find_tools(soundfont)
     out = Path(out)
-    summary: dict = {"out": str(out), "sample_rate": sample_rate, "seed": seed}
+    summary: dict = {"out": str(out), "sample_rate": sample_rate, "seed": seed, "recipe": recipe}
     for d, domain in enumerate(DOMAINS):
         folder = out / domain
         try:
@@ -434,11 +504,11 @@ def build_corpus(
         with tempfile.TemporaryDirectory(prefix="wavae-corpus-") as tmp:
             i = 0
             while done < target:
-                path = folder / f"{domain}-s{seed}-{i:04d}.wav"
+                path = folder / f"{domain}-{rec.tag}s{seed}-{i:04d}.wav"
                 planned.add(path.name)
                 seconds = _existing_seconds(path, sample_rate)
                 if seconds is None:
-                    x = render(np.random.default_rng([seed, d, i]), sample_rate, tools, Path(tmp))
+                    x = render(np.random.default_rng([seed, d, i]), sample_rate, tools, Path(tmp), rec)
                     _write_wav(path, x, sample_rate)
                     seconds = len(x) / sample_rate
                     rendered += 1
@@ -459,7 +529,12 @@ def build_corpus(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="corpus folder (gets strings/ and speech/)")
-    parser.add_argument("--minutes", type=float, default=6.0, help="total minutes of audio, about half per domain (default 6)")
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="default",
+                        help="default: 13 string, keyboard and wind instruments and 5 languages of speech, 6 "
+                             "minutes (CI, make data); varied: 45 General MIDI instruments and wider speech "
+                             "pitch and speed, 24 minutes (a model meant to play)")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="total minutes of audio, about half per domain (default: the recipe's)")
     parser.add_argument("--sample-rate", type=int, default=24000, help="sample rate of the files, Hz (default 24000)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the phrases and voices (default 0)")
     parser.add_argument("--soundfont", type=Path, default=None,
@@ -467,7 +542,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    summary = build_corpus(args.out, args.minutes, args.sample_rate, args.seed, args.soundfont)
+    summary = build_corpus(args.out, args.minutes, args.sample_rate, args.seed, args.soundfont, recipe=args.recipe)
     total = 0.0
     for domain in DOMAINS:
         s = summary[domain]

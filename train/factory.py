@@ -7,6 +7,7 @@ from .frontend import MelFrontend
 from .loudness import LoudnessClassifier, LoudnessFlattener
 from .melgan import Generator, MultiScaleDiscriminator
 from .model import Wavae
+from .pqmf import PQMFAnalysis
 from .vae import Decoder, Encoder
 
 
@@ -17,7 +18,8 @@ def build_model(cfg: Config) -> Wavae:
     )
     encoder = Encoder(vae.encoder_channels, vae.encoder_strides, vae.kernel, vae.negative_slope)
     decoder = Decoder(vae.encoder_channels, vae.encoder_strides, vae.kernel, vae.negative_slope)
-    vocoder = Generator(fe.n_mels, voc.ngf, voc.ratios, voc.n_residual, voc.kernel)
+    vocoder = Generator(fe.n_mels, voc.ngf, voc.ratios, voc.n_residual, voc.kernel,
+                        voc.bands, voc.pqmf_taps, voc.pqmf_cutoff, voc.pqmf_beta)
     flattener = LoudnessFlattener(ld.n_components)
     classifier = LoudnessClassifier(cfg.latent_dim, ld.classifier_channels, ld.n_bins)
     model = Wavae(frontend, encoder, decoder, vocoder, flattener, classifier)
@@ -28,3 +30,11 @@ def build_model(cfg: Config) -> Wavae:
 def build_discriminator(cfg: Config) -> MultiScaleDiscriminator:
     voc = cfg.vocoder
     return MultiScaleDiscriminator(voc.disc_scales, voc.disc_channels, voc.disc_max_channels, voc.disc_downsample)
+
+
+def build_pqmf_analysis(cfg: Config) -> PQMFAnalysis | None:
+    """The analysis bank matching the vocoder's synthesis (training targets), or None for one band."""
+    voc = cfg.vocoder
+    if voc.bands == 1:
+        return None
+    return PQMFAnalysis(voc.bands, voc.pqmf_taps, voc.pqmf_cutoff, voc.pqmf_beta)

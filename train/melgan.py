@@ -1,7 +1,11 @@
 """MelGAN: a causal, streamable generator and a multi-scale discriminator.
 
 Generator: weight-normalised causal convs; transposed upsamplers whose strides
-multiply to the hop; dilated residual stacks (dilations 1, 3, 9, ...).
+multiply to the hop; dilated residual stacks (dilations 1, 3, 9, ...).  With
+``bands > 1`` it is Multi-band MelGAN: the upsamplers multiply to hop / bands,
+the last conv writes ``bands`` sub-bands, and a fixed PQMF synthesis bank
+(``wavae.train.pqmf``) makes the waveform; the bank's group delay is the
+generator's ``delay``, part of the model's latency.
 Discriminator (training only): several scales of strided grouped convs on
 average-pooled audio, trained with the hinge loss; the generator also gets a
 feature-matching loss.
@@ -24,7 +28,10 @@ from .streaming import (
     State,
     StreamingModule,
     StreamingSequential,
+    chain_delay,
+    chain_lookahead,
 )
+from .pqmf import PQMFSynthesis
 
 
 def _wn(layer: StreamingModule) -> StreamingModule:
@@ -71,9 +78,14 @@ def residual_stack(channels: int, n_layers: int) -> StreamingSequential:
 
 
 class Generator(StreamingModule):
-    """normalised log-mel [N, n_mels, T] -> audio [N, 1, T * prod(ratios)] in (-1, 1)."""
+    """normalised log-mel [N, n_mels, T] -> audio [N, 1, T * prod(ratios) * bands].
 
-    def __init__(self, n_mels: int, ngf: int, ratios: Sequence[int], n_residual: int, kernel: int = 7):
+    ``net`` ends in Tanh and writes ``bands`` channels (the sub-bands, or the
+    audio itself when ``bands == 1``); ``synthesis`` is the PQMF bank, or None.
+    """
+
+    def __init__(self, n_mels: int, ngf: int, ratios: Sequence[int], n_residual: int, kernel: int = 7,
+                 bands: int = 1, pqmf_taps: int = 62, pqmf_cutoff: float = 0.142, pqmf_beta: float = 9.0):
         super().__init__()
         ch = ngf * 2 ** len(ratios)
         layers: list[StreamingModule] = [_wn(CausalConv1d(n_mels, ch, kernel))]
@@ -84,18 +96,32 @@ class Generator(StreamingModule):
                 residual_stack(ch // 2, n_residual),
             ]
             ch //= 2
-        layers += [_lrelu(), _wn(CausalConv1d(ch, 1, kernel)), Pointwise(nn.Tanh())]
+        layers += [_lrelu(), _wn(CausalConv1d(ch, bands, kernel)), Pointwise(nn.Tanh())]
         self.net = StreamingSequential(*layers)
-        self.ratio, self.lookahead = self.net.ratio, self.net.lookahead
+        self.bands = bands
+        self.synthesis = PQMFSynthesis(bands, pqmf_taps, pqmf_cutoff, pqmf_beta) if bands > 1 else None
+        chain = [self.net] + ([self.synthesis] if self.synthesis is not None else [])
+        self.ratio = self.net.ratio * (self.synthesis.ratio if self.synthesis is not None else 1)
+        self.lookahead, self.delay = chain_lookahead(chain), chain_delay(chain)
 
     def state_shapes(self, batch: int = 1):
-        return self.net.state_shapes(batch)
+        extra = self.synthesis.state_shapes(batch) if self.synthesis is not None else []
+        return self.net.state_shapes(batch) + extra
+
+    def synthesize(self, bands: Tensor) -> Tensor:
+        """``net``'s output -> audio (the PQMF synthesis, or nothing for one band)."""
+        return bands if self.synthesis is None else self.synthesis(bands)
 
     def forward(self, mel: Tensor) -> Tensor:
-        return self.net(mel)
+        return self.synthesize(self.net(mel))
 
     def step(self, mel: Tensor, state: State):
-        return self.net.step(mel, state)
+        n = self.net.n_states
+        y, s_net = self.net.step(mel, state[:n])
+        if self.synthesis is None:
+            return y, s_net
+        audio, s_syn = self.synthesis.step(y, state[n:])
+        return audio, s_net + s_syn
 
 
 class ScaleDiscriminator(nn.Module):

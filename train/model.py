@@ -7,6 +7,9 @@
 Everything is block-causal, so streaming and offline output are the same signal
 and the algorithmic latency is one latent frame (``frame`` samples): the output
 for a frame can be emitted once that frame has been captured, and not before.
+A multi-band vocoder's PQMF synthesis bank adds its group delay (``delay``
+samples): the output is the input's reconstruction delayed by that much, offline
+and streaming alike, and the latency counts it.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from wavae.blocks import check_block
 from .frontend import MelFrontend
 from .loudness import FrameLoudness, LoudnessClassifier, LoudnessFlattener
 from .melgan import Generator
-from .streaming import State, chain_lookahead
+from .streaming import State, chain_delay, chain_lookahead
 from .vae import Decoder, Encoder
 
 
@@ -55,9 +58,18 @@ class Wavae(nn.Module):
         return enc + dec
 
     @property
+    def delay(self) -> int:
+        """Samples by which the output signal lags the input (the vocoder's filter-bank delay)."""
+        d = chain_delay([self.decoder, self.vocoder]) * self.frame  # latent frames -> samples
+        if d.denominator != 1:
+            raise ValueError(f"model delay {d} is not a whole number of samples")
+        return int(d)
+
+    @property
     def latency(self) -> int:
-        """Algorithmic latency in samples: one whole latent frame must be in before it comes out."""
-        return self.lookahead + 1
+        """Algorithmic latency in samples: one whole latent frame must be in before it comes
+        out, and the output lags its input by ``delay`` more."""
+        return self.lookahead + 1 + self.delay
 
     # PCA -------------------------------------------------------------------
     def set_pca(self, mean: Tensor, rotation: Tensor, scale: Tensor) -> None:

@@ -19,6 +19,11 @@ Conventions
   waits for its whole block of S inputs: lookahead S-1.  Causal stride-1 convs
   and upsamplers have none.  ``chain_lookahead`` turns a chain of these into
   samples at the chain's input rate; a model's algorithmic latency follows.
+* ``delay`` is how far a layer's output signal lags its input beyond that, in
+  samples at the layer's input rate (a Fraction): the group delay of a causal
+  linear-phase filter such as a PQMF bank (``wavae.train.pqmf``).  Plain convs
+  learn their own alignment and have none.  ``chain_delay`` adds them up; the
+  algorithmic latency counts them too.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class StreamingModule(nn.Module):
 
     ratio: Fraction = Fraction(1)
     lookahead: int = 0
+    delay: Fraction = Fraction(0)
 
     def state_shapes(self, batch: int = 1) -> list[tuple[int, ...]]:
         return []
@@ -68,6 +74,16 @@ def chain_lookahead(layers: Sequence[StreamingModule]) -> int:
     if total.denominator != 1:
         raise ValueError(f"chain lookahead {total} is not a whole number of input samples")
     return int(total)
+
+
+def chain_delay(layers: Sequence[StreamingModule]) -> Fraction:
+    """Total signal delay of a chain, in samples at the chain's input rate."""
+    rate = Fraction(1)
+    total = Fraction(0)
+    for layer in layers:
+        total += Fraction(layer.delay) / rate
+        rate *= layer.ratio
+    return total
 
 
 def chain_min_block(layers: Sequence[StreamingModule]) -> int:
@@ -208,6 +224,7 @@ class StreamingSequential(StreamingModule):
             ratio *= layer.ratio
         self.ratio = ratio
         self.lookahead = chain_lookahead(layers)
+        self.delay = chain_delay(layers)
 
     @property
     def min_block(self) -> int:
@@ -238,12 +255,13 @@ class Residual(StreamingModule):
     def __init__(self, body: StreamingModule, shortcut: StreamingModule | None = None):
         super().__init__()
         shortcut = shortcut if shortcut is not None else Pointwise(nn.Identity())
-        if body.ratio != shortcut.ratio or body.lookahead != shortcut.lookahead:
+        if (body.ratio, body.lookahead, body.delay) != (shortcut.ratio, shortcut.lookahead, shortcut.delay):
             raise ValueError("residual branches are not rate- and delay-aligned")
         self.body = body
         self.shortcut = shortcut
         self.ratio = body.ratio
         self.lookahead = body.lookahead
+        self.delay = body.delay
 
     @property
     def min_block(self) -> int:

@@ -1,6 +1,14 @@
 """Two-stage training: the VAE (with the adversarial loudness classifier), then the
 PCA of its latent, then the MelGAN vocoder.  Single process or DDP.
 
+The vocoder stage starts with ``train.adv_start`` steps on the multi-resolution
+STFT loss alone (the Parallel WaveGAN / Multi-band MelGAN warm-up), then adds
+the discriminator.  A multi-band vocoder is trained against the input delayed by
+its PQMF bank's delay, and its sub-bands also against the PQMF analysis of the
+input (Multi-band MelGAN's sub-band STFT loss).  The learning rate of each stage
+follows ``train.lr_schedule`` as a pure function of the stage's step, so resume
+needs no scheduler state.
+
 A run resumes exactly: model, discriminator, optimisers and step counters are in
 the checkpoint, and every random draw of a step (its batch, gains and the
 reparameterisation noise) is seeded from (seed, stage, step, rank) alone, so no
@@ -12,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -26,7 +35,7 @@ from wavae.errors import WavaeError
 
 from .checkpoint import CHECKPOINT, FORMAT_VERSION, RunError, atomic_torch_save, load_checkpoint, write_config
 from .config import Config
-from .factory import build_discriminator, build_model
+from .factory import build_discriminator, build_model, build_pqmf_analysis
 from .loudness import fit_gmm_1d
 from .losses import default_ffts, multires_stft_loss
 from .melgan import discriminator_hinge, feature_matching, generator_hinge
@@ -53,6 +62,13 @@ class Dist:
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()
+
+
+def delay_signal(x: Tensor, samples: int) -> Tensor:
+    """``x`` [N, C, T] delayed by ``samples``: zeros in front, the same length."""
+    if samples == 0:
+        return x
+    return torch.nn.functional.pad(x, (samples, 0))[..., : x.shape[-1]]
 
 
 class VAEObjective(nn.Module):
@@ -108,11 +124,15 @@ class Trainer:
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=t.vocoder_lr, betas=t.betas)
         self.progress = {"stats_done": False, "vae_steps": 0, "pca_done": False, "vocoder_steps": 0}
         self.ffts = default_ffts(cfg.frontend.n_fft)
+        self.analysis = build_pqmf_analysis(cfg)
+        if self.analysis is not None:
+            self.analysis = self.analysis.to(self.device)
+            self.sub_ffts = default_ffts(cfg.frontend.n_fft // cfg.vocoder.bands)
         self._stop = False
         self._writer = None
         self.vae_obj = VAEObjective(self.model, t.recon_sigma)
         self.vae_ddp = self._wrap(self.vae_obj)
-        self.g_ddp = self._wrap(self.model.vocoder)
+        self.g_ddp = self._wrap(self.model.vocoder.net)  # the trained part; the PQMF bank is fixed
         self.d_ddp = self._wrap(self.disc)
 
     # plumbing -----------------------------------------------------------------
@@ -170,6 +190,9 @@ class Trainer:
         if self.dist.main:
             self.run.mkdir(parents=True, exist_ok=True)
             atomic_torch_save(self.state(), self.run / CHECKPOINT)
+            p = self.progress
+            log.info("checkpoint saved: %s (vae %d steps, vocoder %d steps)", self.run / CHECKPOINT,
+                     p["vae_steps"], p["vocoder_steps"])
         self.dist.barrier()
 
     def start(self, resume: bool) -> None:
@@ -234,6 +257,23 @@ class Trainer:
     def _ramp(self, step: int, warmup: int) -> float:
         return 1.0 if warmup <= 0 else min(1.0, step / warmup)
 
+    def lr_factor(self, step: int) -> float:
+        """Learning-rate multiplier at a stage's ``step`` (0-based): linear warm-up over
+        ``lr_warmup`` steps, then constant, or a cosine down to ``lr_floor`` over the next
+        ``lr_decay_steps``, then held."""
+        t = self.cfg.train
+        warm = min(1.0, (step + 1) / t.lr_warmup) if t.lr_warmup > 0 else 1.0
+        if t.lr_schedule == "constant":
+            return warm
+        progress = min(1.0, max(0, step - t.lr_warmup) / t.lr_decay_steps)
+        return warm * (t.lr_floor + (1.0 - t.lr_floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+    def _set_lr(self, step: int, *pairs: tuple[torch.optim.Optimizer, float]) -> None:
+        f = self.lr_factor(step)
+        for opt, base in pairs:
+            for group in opt.param_groups:
+                group["lr"] = base * f
+
     def _check(self, losses: dict[str, Tensor], stage: str, step: int) -> None:
         bad = [k for k, v in losses.items() if not math.isfinite(v.item())]
         if bad:
@@ -249,6 +289,7 @@ class Trainer:
         x = self.sample_batch(self.seed_step("vae"))
         beta = t.kl_weight * self._ramp(step, t.kl_warmup)
         strength = self.cfg.loudness.adv_weight * self._ramp(step, self.cfg.loudness.adv_warmup)
+        self._set_lr(step, (self.opt_vae, t.lr))
         losses = self.vae_ddp(x, beta, strength)
         self._check(losses, "VAE", step + 1)
         self.opt_vae.zero_grad(set_to_none=True)
@@ -270,7 +311,13 @@ class Trainer:
                 self.model.decoder.eval()
                 mean, _ = self.model.encoder(mel)
                 mel = self.model.decode_mel(mean, self.model.measure_loudness(x))
-        y = self.g_ddp(mel)
+        self._set_lr(step, (self.opt_g, t.vocoder_lr), (self.opt_d, t.vocoder_lr))
+        bands = self.g_ddp(mel)
+        y = self.model.vocoder.synthesize(bands)
+        x_bands = None
+        if self.analysis is not None:
+            x_bands = self.analysis.target(x)
+            x = delay_signal(x, self.model.delay)  # what the vocoder can causally produce
         out: dict[str, Tensor] = {}
         adversarial = step >= t.adv_start
         if adversarial:
@@ -283,6 +330,11 @@ class Trainer:
             out["disc"].backward()
             self.opt_d.step()
         spectral = multires_stft_loss(y, x, self.ffts)
+        if x_bands is not None:
+            out["spectral_full"] = spectral
+            out["spectral_sub"] = multires_stft_loss(bands.flatten(0, 1).unsqueeze(1),
+                                                     x_bands.flatten(0, 1).unsqueeze(1), self.sub_ffts)
+            spectral = (spectral + t.subband_weight * out["spectral_sub"]) / (1.0 + t.subband_weight)
         out["spectral"] = spectral
         g_loss = t.mel_weight * spectral
         if adversarial:
@@ -316,6 +368,8 @@ class Trainer:
             from tqdm import tqdm
 
             bar = tqdm(total=total, initial=done, desc=f"train {stage}", unit="step", dynamic_ncols=True)
+        every = self.cfg.train.log_every
+        since, tick = done, time.perf_counter()
         try:
             while self.progress[key] < total and not self._stop:
                 losses = step_fn()
@@ -324,9 +378,17 @@ class Trainer:
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix({k: f"{v:.3g}" for k, v in losses.items() if k != "loss"})
-                if self.dist.main and step % self.cfg.train.log_every == 0:
+                if self.dist.main and step % every == 0:
                     for k, v in losses.items():
                         self.writer.add_scalar(f"{stage}/{k}", v, step)
+                    now = time.perf_counter()
+                    rate = (step - since) / max(now - tick, 1e-9)
+                    since, tick = step, now
+                    lr = self.lr_factor(step - 1) * (self.cfg.train.lr if stage == "vae" else self.cfg.train.vocoder_lr)
+                    self.writer.add_scalar(f"{stage}/lr", lr, step)
+                    # a plain line for logs that are files, not terminals (tqdm redraws in place)
+                    log.info("%s step %d/%d  %.3f steps/s  lr %.3g  %s", stage, step, total, rate, lr,
+                             "  ".join(f"{k} {v:.4g}" for k, v in losses.items()))
                 if step % self.cfg.train.ckpt_every == 0:
                     self.save()
                     if self.dist.main:
@@ -344,9 +406,10 @@ class Trainer:
         self.fit_statistics()
         return self._loop("vocoder", steps, self.vocoder_step)
 
-    def fit(self, stage: str, steps: int) -> dict[str, list[dict[str, float]]]:
-        """Train ``stage`` (vae | vocoder | all) to ``steps`` steps per stage, saving
-        on the way, at the end and on a first Ctrl-C (a second one aborts)."""
+    def fit(self, stage: str, steps: int, vae_steps: int | None = None) -> dict[str, list[dict[str, float]]]:
+        """Train ``stage`` (vae | vocoder | all) to ``steps`` steps per stage (the VAE to
+        ``vae_steps`` when given), saving on the way, at the end and on a first Ctrl-C
+        (a second one aborts)."""
         history: dict[str, list[dict[str, float]]] = {}
         previous = signal.getsignal(signal.SIGINT)
 
@@ -364,7 +427,7 @@ class Trainer:
             pass
         try:
             if stage in ("vae", "all"):
-                history["vae"] = self.train_vae(steps)
+                history["vae"] = self.train_vae(steps if vae_steps is None else vae_steps)
             if self.progress["vae_steps"] and not self.progress["pca_done"] and not self._stop:
                 self.fit_pca()  # also when a resumed run goes straight to the vocoder
             if stage in ("vocoder", "all") and not self._stop:
