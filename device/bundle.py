@@ -140,6 +140,12 @@ class Bundle:
     def frames_per_block(self) -> int:
         return self.block // self.frame
 
+    @property
+    def model_delay(self) -> int:
+        """Model-rate samples by which the output trails the input beyond the wait for a
+        whole frame: a multi-band vocoder's synthesis filter (0 for a single-band model)."""
+        return self.latency_samples - self.frame
+
     def graph(self, name: str) -> GraphInfo:
         if name not in self.graphs:
             raise BundleError(f"bundle {self.path} has no graph {name!r}; it has {sorted(self.graphs)}")
@@ -338,6 +344,9 @@ def _load_bundle(bundle: Path, verify: bool) -> Bundle:
     frame = _int_field(manifest, "frame", where)
     latent_dim = _int_field(manifest, "latent_dim", where)
     latency = _int_field(manifest, "latency_samples", where, minimum=0)
+    if latency < frame:
+        raise _damaged(where, f"latency_samples {latency} is less than one latent frame ({frame}), which no "
+                              f"block-causal model has")
     if latency > MAX_LATENCY_FRAMES * frame:
         raise _damaged(where, f"latency_samples {latency} is more than {MAX_LATENCY_FRAMES} latent frames "
                               f"({MAX_LATENCY_FRAMES * frame} samples), which no wavae model has")

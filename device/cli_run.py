@@ -171,7 +171,7 @@ def render_stream(inst: Instrument, read: Callable[[int], np.ndarray], n: int,
     engine, controls, script = inst.engine, inst.controls, inst.script
     period, rate = engine.period, engine.device_rate
     channels = engine.channels_in
-    skip = 0 if keep_latency else engine.prefill  # output frames that precede the input's first
+    skip = 0 if keep_latency else round(engine.signal_delay)  # output frames that precede the input's first
     calls = -(-(n + skip) // period)
     chunk = period * CHUNK_PERIODS
     x = np.zeros((chunk, channels), np.float32)

@@ -506,12 +506,18 @@ class Engine:
         """Views of the last block's decoder input: latent [latent_dim, frames] and loudness [frames]."""
         return self._dec_z, self._dec_loud
 
+    @property
+    def signal_delay(self) -> float:
+        """Device samples from an input sample to its output through ``process``: the
+        FIFO pre-fill plus the model's own filter delay (``Bundle.model_delay``)."""
+        return self.prefill + self.bundle.model_delay * self.device_rate / self.model_rate
+
     def latency(self) -> dict:
         """The engine's share of the round trip, in device samples and ms."""
         r = self.device_rate / self.model_rate
         res = self._resampler_delay
         alg = self.bundle.latency_samples * r
-        total = self.period + self.prefill
+        total = self.period + self.signal_delay
         parts = {
             "resampler": res,
             "algorithmic": alg,
@@ -519,7 +525,7 @@ class Engine:
             "total": float(total),
         }
         outd: dict = {"device_rate": self.device_rate, "period": self.period, "prefill_samples": self.prefill,
-                      "signal_delay_samples": self.prefill}
+                      "signal_delay_samples": self.signal_delay}
         for k, v in parts.items():
             outd[f"{k}_samples"] = round(v, 3)
             outd[f"{k}_ms"] = round(1000.0 * v / self.device_rate, 3)

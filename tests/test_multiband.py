@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from wavae.quantize.bundle import MANIFEST, BundleStreamer, verify_bundle_files
+from wavae.device.bundle import MANIFEST
+from wavae.quantize.bundle import BundleStreamer, verify_bundle_files
 from wavae.train.checkpoint import load_run
 from wavae.train.config import ConfigError, resolve
 from wavae.train.data import ChunkCache
@@ -130,3 +131,30 @@ def test_vocoder_targets_are_aligned_with_what_the_bank_can_produce():
     inner = slice(200, -200)
     snr = 10 * torch.log10(target[..., inner].pow(2).mean() / (y - target)[..., inner].pow(2).mean())
     assert snr > 50, snr
+
+
+def test_file_mode_aligns_a_multiband_bundle_by_its_filter_delay(tmp_path, pi_run):
+    """The PQMF bank delays the model's output by 31 samples: the engine counts it in its
+    signal delay, so file mode's aligned output lines up with the torch model at lag 0."""
+    from wavae.device.cli_run import render
+    from wavae.device.instrument import Instrument, InstrumentSpec
+
+    run, _ = pi_run
+    out = tmp_path / "pi-fp32"
+    r = subprocess.run(WAVAE + ["export", str(run), "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    cfg, model, _ = load_run(run, require_vocoder=True)
+    rate = cfg.frontend.sample_rate
+    x = (0.2 * np.random.default_rng(4).standard_normal(rate // 2)).astype(np.float32)
+    with Instrument.open(InstrumentSpec(bundle=out, device_rate=rate, period=256)) as inst:
+        assert inst.bundle.model_delay == 31
+        assert inst.engine.signal_delay == inst.engine.prefill + 31
+        y, _ = render(inst, x.reshape(-1, 1))
+    n = len(x) // cfg.frame * cfg.frame
+    with torch.no_grad():  # the torch model, its own delay removed
+        ref = model.stream(torch.from_numpy(x[:n]).view(1, 1, -1), cfg.frame).view(-1).numpy()[31:]
+    a, b = y[: len(ref), 0], ref
+    a, b = a[2000:], b[2000:]  # past the engine's fade-in
+    lags = range(-40, 41)
+    corr = [float(np.dot(a[max(0, k):len(a) + min(0, k)], b[max(0, -k):len(b) - max(0, k)])) for k in lags]
+    assert lags[int(np.argmax(corr))] == 0
