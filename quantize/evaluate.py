@@ -43,7 +43,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from wavae.device.bundle import load_bundle
 from wavae.errors import WavaeError
+
+from .bundle import BundleStreamer
 
 N_MELS, N_FFT, HOP = 80, 1024, 256
 TOP_DB = 80.0
@@ -107,15 +110,12 @@ class BundleRenderer:
     kind = "bundle"
 
     def __init__(self, bundle: Path, threads: int = 1):
-        from .bundle import BundleStreamer
-
+        b = load_bundle(bundle)
         self.name = str(bundle)
-        self.streamer = BundleStreamer(bundle, threads=threads)
-        m = self.streamer.manifest
-        self.sample_rate = int(m["sample_rate"])
-        self.block, self.frame = int(m["block"]), int(m["frame"])
-        self.delay = int(m["latency_samples"]) - self.frame  # latency = one frame + the filter-bank delay
-        self.precision = m["precision"]
+        self.streamer = BundleStreamer(b, threads=threads)
+        self.sample_rate, self.block, self.frame = b.sample_rate, b.block, b.frame
+        self.delay = b.model_delay
+        self.precision = b.precision
 
     def encode(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         audio = np.pad(audio, (0, (-audio.size) % self.block)).astype(np.float32)

@@ -139,3 +139,12 @@ def test_varied_recipe_files_are_named_apart_and_rendered(tmp_path):
         assert summary[domain]["rendered"] == len(files)
     with pytest.raises(DataError, match="unknown corpus recipe"):
         build_corpus(tmp_path, minutes=0.1, recipe="huge", progress=False)
+
+
+def test_a_file_that_is_not_a_soundfont_is_refused(tmp_path):
+    from wavae.cli import main as wavae_main
+
+    fake = tmp_path / "notasoundfont.txt"
+    fake.write_text("hello\n")
+    assert wavae_main(["data", "--out", str(tmp_path / "c"), "--minutes", "0.1", "--soundfont", str(fake)]) == 2
+    assert not (tmp_path / "c").exists() or not any((tmp_path / "c").rglob("*.wav"))

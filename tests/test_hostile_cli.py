@@ -112,6 +112,14 @@ def _cases(h: dict[str, Path], run: Path, bundle: Path, out: Path) -> list[tuple
         ("status-file-missing", ["status", "--file", str(h["missing"])], ""),
         ("data-minutes-negative", ["data", "--out", str(out / "c"), "--minutes", "-1"], "minutes"),
         ("data-minutes-nan", ["data", "--out", str(out / "c"), "--minutes", "nan"], "minutes"),
+        ("data-soundfont-text", ["data", "--out", str(out / "c"), "--soundfont", str(h["text"])], "not a SoundFont"),
+        ("evaluate-input-missing", ["evaluate", str(bundle), "--data", str(h["dir"]), "--input", str(h["missing"]),
+                                    "--report", str(out / "e")], "does not exist"),
+        ("latent-encode-text", ["latent", "encode", "--bundle", str(bundle), str(h["text"]), "-o", str(out / "a.npz")],
+         "cannot read"),
+        ("latent-decode-missing", ["latent", "decode", "--bundle", str(bundle), str(h["missing"]), "-o", o],
+         "does not exist"),
+        ("transfer-input-nan", ["transfer", "--bundle", str(bundle), str(h["nan"]), "-o", o], "NaN"),
     ]
     return cases
 

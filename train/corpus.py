@@ -86,8 +86,22 @@ def find_tools(soundfont: str | os.PathLike | None = None) -> Tools:
         if sf2 != DEFAULT_SOUNDFONT and not sf2.is_file():
             fix += ("; and " if fix else "") + f"pass an existing .sf2 with --soundfont (or ${SOUNDFONT_ENV})"
         raise DataError(f"cannot build the corpus: missing {', '.join(missing)}; {fix}")
+    check_soundfont(sf2)
     speech = ("espeak-ng", espeak) if espeak else ("flite", flite)
     return Tools(fluidsynth, sf2, speech)
+
+
+def check_soundfont(path: Path) -> None:
+    """Refuse a file that is not a SoundFont 2 (RIFF ``sfbk``): fluidsynth would fall back
+    to its default soundfont without a word, and the corpus would not be what was asked."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError as e:
+        raise DataError(f"cannot read the soundfont {path}: {e.strerror or e}") from e
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"sfbk":
+        raise DataError(f"{path} is not a SoundFont 2 file (.sf2); pass a General MIDI .sf2 with --soundfont "
+                        f"(the default is {DEFAULT_SOUNDFONT}, from the fluid-soundfont-gm package)")
 
 
 def _run(cmd: list[str], what: str) -> None:
