@@ -507,10 +507,12 @@ class Engine:
         return self._dec_z, self._dec_loud
 
     @property
-    def signal_delay(self) -> float:
+    def signal_delay(self) -> int | float:
         """Device samples from an input sample to its output through ``process``: the
-        FIFO pre-fill plus the model's own filter delay (``Bundle.model_delay``)."""
-        return self.prefill + self.bundle.model_delay * self.device_rate / self.model_rate
+        FIFO pre-fill plus the model's own filter delay (``Bundle.model_delay``); a
+        whole number whenever the filter delay is one at the device rate."""
+        filt = self.bundle.model_delay * self.device_rate / self.model_rate
+        return self.prefill + (int(filt) if float(filt).is_integer() else filt)
 
     def latency(self) -> dict:
         """The engine's share of the round trip, in device samples and ms."""
