@@ -41,7 +41,12 @@ bundle's onnxruntime intra-op threads (``bundle.threads > 1``) are created by
 the loader and so run at its ordinary priority, not the audio thread's
 SCHED_FIFO.  In ``worker`` threading the worker's delay stays the first
 bundle's block: a bundle with a longer block is logged as a risk of late
-periods.
+periods.  The loader shares the interpreter's GIL with the audio thread:
+building a session and an engine is Python and numpy work, and when other
+processes preempt the loader while it holds the GIL, the SCHED_FIFO audio
+thread waits for it (measured on a loaded two-core build machine: stalls of
+10-25 ms during a load, enough for an xrun at a 5.3 ms pre-fill slack; on a
+board that runs nothing else the loader is not preempted so).
 """
 
 from __future__ import annotations

@@ -28,20 +28,9 @@ from wavae.fileio import file_sha256
 RATE, PERIOD = 48000, 256
 
 
-@pytest.fixture(scope="module")
-def other_bundle(tmp_path_factory) -> Path:
-    """A second tiny bundle: other weights, latent 4, block 4 latent frames, folder name ``tiny-b``."""
-    import torch
-
-    from wavae.quantize.export import export_bundle
-    from wavae.train.config import resolve
-    from wavae.train.factory import build_model
-
-    torch.manual_seed(1)
-    cfg = resolve("tiny", {"vae": {"encoder_channels": [32, 32, 32, 8]}})
-    model = build_model(cfg).eval()
-    out = tmp_path_factory.mktemp("bundles-b") / "tiny-b"
-    return export_bundle(model, cfg, out, block=4 * cfg.frame, precision="fp32")
+@pytest.fixture
+def other_bundle(tiny_bundle_b) -> Path:
+    return tiny_bundle_b
 
 
 def _spec(bundle: Path, period: int = PERIOD, channels: int = 1) -> InstrumentSpec:
