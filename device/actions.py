@@ -12,9 +12,20 @@ caller that wants to know (the panel check, tests); the network and MIDI
 inputs call ``refuse``, which counts it by reason and logs it, at most once a
 second per reason so a flood of bad messages cannot flood the log.
 
-Live bundle switching (load in the background, crossfade at a block boundary)
-needs engine work that is not built yet: ``switch_bundle`` is a callable the
-instrument may supply later; without it a bundle request is refused and says so.
+Bundles: ``bundles`` names the bundles of the instrument and ``switch_bundle``
+is the live loop's switcher (``wavae.device.switch``): it checks a request at
+once (an unknown, missing, damaged or unservable bundle raises ``Rejected``)
+and loads the bundle in the background.  ``bundle`` is the bundle selected
+last, which ``bundle.next`` steps from; when a background load fails, the
+switcher calls ``switch_failed``, which puts ``bundle`` back to the one still
+playing and counts the failure.  Without a switcher (file mode, a single
+bundle) a bundle request is refused and says so.
+
+A bundle with another latent size comes with its own ``Controls``:
+``adopt_controls`` carries every value over to them (``Controls.adopt``) and
+points the inputs at them, under the same lock as every write made through
+``set``/``update``/``toggle``, so no write falls between the copy and the swap.
+Inputs therefore read ``actions.controls`` at each use, never keep it.
 """
 
 from __future__ import annotations
@@ -58,21 +69,40 @@ class Actions:
     # controls ------------------------------------------------------------------
     def set(self, name: str, value: Any) -> Any:
         """Set one control; returns the value applied. Raises ``Rejected``."""
-        try:
-            v = self.controls.check(name, value)
-            self.controls.set(name, v)
-        except ControlError as e:
-            raise Rejected(str(e)) from None
+        with self._lock:
+            try:
+                v = self.controls.check(name, value)
+                self.controls.set(name, v)
+            except ControlError as e:
+                raise Rejected(str(e)) from None
         return v
+
+    def update(self, values: dict[str, Any]) -> None:
+        """Set several controls in one snapshot. Raises ``Rejected``."""
+        with self._lock:
+            try:
+                self.controls.update(values)
+            except ControlError as e:
+                raise Rejected(str(e)) from None
 
     def toggle(self, name: str) -> Any:
         """Flip an on/off control, or ``loudness_source`` between input and manual."""
-        current = self.get(name)
-        if name == "loudness_source":
-            return self.set(name, "manual" if current == "input" else "input")
-        if not isinstance(current, bool):
-            raise Rejected(f"control {name!r} is not on/off; it cannot be toggled")
-        return self.set(name, not current)
+        with self._lock:
+            current = self.get(name)
+            if name == "loudness_source":
+                return self.set(name, "manual" if current == "input" else "input")
+            if not isinstance(current, bool):
+                raise Rejected(f"control {name!r} is not on/off; it cannot be toggled")
+            return self.set(name, not current)
+
+    def adopt_controls(self, controls: Controls) -> tuple[float, ...]:
+        """Carry every value over to ``controls`` (a new bundle's) and write to them from now on.
+
+        Returns the non-zero bias values dropped (beyond the new latent size)."""
+        with self._lock:
+            dropped = controls.adopt(self.controls.snapshot)
+            self.controls = controls
+        return dropped
 
     def get(self, name: str) -> Any:
         try:
@@ -101,10 +131,13 @@ class Actions:
             log.warning("preset %s was made for another latent size: its bias list was cut or padded", name)
         if preset.bundle and self.bundle and preset.bundle != self.bundle:
             if self.switch_bundle is not None:
-                self.select_bundle(preset.bundle)
+                try:
+                    self.select_bundle(preset.bundle)
+                except Rejected as e:  # the controls are loaded; the bundle stays
+                    log.warning("preset %s was saved with bundle %s: %s", name, preset.bundle, e)
             else:
-                log.warning("preset %s was saved with bundle %s; %s keeps playing (live bundle switching is not "
-                            "built yet)", name, preset.bundle, self.bundle)
+                log.warning("preset %s was saved with bundle %s; %s keeps playing (this instrument has no "
+                            "bundles to switch to: list them in [bundle] paths)", name, preset.bundle, self.bundle)
         log.info("preset %s loaded", name)
         return name
 
@@ -144,14 +177,24 @@ class Actions:
 
     # bundles -------------------------------------------------------------------
     def select_bundle(self, name: str) -> str:
+        """Start switching to bundle ``name`` (loaded in the background); ``Rejected`` when it cannot be."""
         if self.switch_bundle is None:
-            raise Rejected(f"cannot switch to bundle {name!r}: live bundle switching is not built yet; "
+            raise Rejected(f"cannot switch to bundle {name!r}: this instrument has no bundles to switch to "
+                           f"(list them in [bundle] paths; file mode never switches); "
                            f"{self.bundle or 'the current bundle'} keeps playing")
         if self.bundles and name not in self.bundles:
             raise Rejected(f"unknown bundle {name!r}; this instrument has {', '.join(self.bundles)}")
-        self.switch_bundle(name)
-        self.bundle = name
+        with self._lock:
+            self.switch_bundle(name)
+            self.bundle = name
         return name
+
+    def switch_failed(self, name: str, playing: str, why: str) -> None:
+        """The switcher's report of a background load that failed: ``playing`` keeps playing."""
+        with self._lock:
+            if self.bundle == name:
+                self.bundle = playing
+        self.refuse("bundle", "bundle.failed", f"bundle {name} did not load: {why}; {playing} keeps playing")
 
     def step_bundle(self, delta: int) -> str:
         if not self.bundles:

@@ -57,11 +57,11 @@ def resolve_mapping(args: argparse.Namespace):
     if path is None:
         raise WavaeError("no mapping: give --mapping PANEL.toml, or --config with a [panel] section")
     latent = args.latent_dim
-    if latent is None and cfg is not None and cfg.bundle.path is not None:
+    if latent is None and cfg is not None and cfg.bundle.start() is not None:
         from .bundle import load_bundle
 
         try:
-            latent = load_bundle(cfg.bundle.path, verify=False).latent_dim
+            latent = load_bundle(cfg.bundle.start(), verify=False).latent_dim
         except WavaeError as e:
             print(f"note: bias.K not checked against the bundle ({e})", file=sys.stderr)
     adc_hz = cfg.panel.adc_hz if cfg is not None and cfg.panel is not None else 200.0

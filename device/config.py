@@ -4,7 +4,7 @@
 ``--playback``, ``--threads`` and ``--backend`` override it the way ``aplay -D``
 overrides ``~/.asoundrc``.  Annotated examples live in ``device/configs/``.
 
-    [bundle]    path, backend, threads
+    [bundle]    path, paths, crossfade_ms, backend, threads
     [audio]     capture, playback, rate, period_size, periods, prefill_periods,
                 channels_in, channels_out, format, threading
     [controls]  the initial latent controls and the feedback loop
@@ -53,9 +53,37 @@ MIDI_APIS = ("alsa", "jack")
 
 @dataclass(frozen=True)
 class BundleConfig:
+    """The bundle played at start and, for live switching, the others it can switch to.
+
+    A bundle is named by its folder's name (``/opt/wavae/bundles/strings-int8``
+    is ``strings-int8``): the name ``/wavae/bundle``, presets and the status use.
+    ``paths`` lists every bundle the instrument may switch between, in the order
+    ``bundle.next`` steps through them; ``path`` (or ``--bundle``) is the one
+    played at start, the first of ``paths`` when it is left out, and added in
+    front of the list when it is not in it.  ``names()`` and ``switchable()``
+    give the resolved list.
+    """
+
     path: Path | None = None  # relative paths are relative to the config file
+    paths: tuple[Path, ...] = ()  # the bundles to switch between live (empty: no switching)
+    crossfade_ms: float = 100.0  # a live switch fades from the old bundle to the new one over this long
     backend: str = "onnxruntime"
     threads: int = 1
+
+    def start(self) -> Path | None:
+        """The bundle played at start."""
+        return self.path if self.path is not None else (self.paths[0] if self.paths else None)
+
+    def switchable(self) -> tuple[Path, ...]:
+        """Every bundle of this instrument, the start one included, in stepping order."""
+        first = self.start()
+        if first is None:
+            return ()
+        return self.paths if first in self.paths else (first, *self.paths)
+
+    def names(self) -> dict[str, Path]:
+        """Bundle name (its folder's name) -> path, in stepping order."""
+        return {p.name: p for p in self.switchable()}
 
 
 @dataclass(frozen=True)
@@ -280,6 +308,12 @@ def _string_or_empty(v: Any) -> str:
     return v
 
 
+def _path_list(v: Any) -> tuple[Path, ...]:
+    if not isinstance(v, list) or not v:
+        raise _Bad('a non-empty list of bundle folders, e.g. ["bundles/strings-int8", "bundles/voice-int8"]')
+    return tuple(_path(x) for x in v)
+
+
 def _float_list(lo: float, hi: float, max_len: int) -> Checker:
     item = _float(lo, hi)
 
@@ -299,7 +333,8 @@ def _float_list(lo: float, hi: float, max_len: int) -> Checker:
 _SCHEMA: dict[str, tuple[type, dict[str, Checker]]] = {
     "bundle": (
         BundleConfig,
-        {"path": _path, "backend": _choice(BACKENDS), "threads": _int(1, 64)},
+        {"path": _path, "paths": _path_list, "crossfade_ms": _float(1.0, 5000.0), "backend": _choice(BACKENDS),
+         "threads": _int(1, 64)},
     ),
     "audio": (
         AudioConfig,
@@ -398,6 +433,8 @@ def parse_config(data: dict[str, Any], source: str = "<config>", base_dir: Path 
             value = getattr(sub, key) if sub is not None else None
             if value is not None and not value.is_absolute():
                 cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(sub, **{key: base_dir / value})})
+        paths = tuple(p if p.is_absolute() else base_dir / p for p in cfg.bundle.paths)
+        cfg = dataclasses.replace(cfg, bundle=dataclasses.replace(cfg.bundle, paths=paths))
     _check_consistency(cfg)
     return cfg
 
@@ -428,7 +465,20 @@ def _controls(table: dict[str, Any], source: str) -> ControlsConfig:
     return ControlsConfig(tuple(values))
 
 
+def _check_bundle_names(b: BundleConfig, source: str) -> None:
+    """Two bundles of one instrument may not share a folder name: the name is how they are selected."""
+    seen: dict[str, Path] = {}
+    for p in b.switchable():
+        other = seen.setdefault(p.name, p)
+        if other != p:
+            raise DeviceConfigError(
+                f"{source}: bundle.paths: {other} and {p} are both named {p.name!r}; a bundle is selected by its "
+                f"folder's name (/wavae/bundle NAME, presets): rename one folder"
+            )
+
+
 def _check_consistency(cfg: DeviceConfig) -> None:
+    _check_bundle_names(cfg.bundle, cfg.source)
     a = cfg.audio
     if a.prefill_periods < 2:
         raise DeviceConfigError(
@@ -525,6 +575,7 @@ def with_overrides(
         a = dataclasses.replace(a, capture=_checked("--capture", capture, _string))
     if playback is not None:
         a = dataclasses.replace(a, playback=_checked("--playback", playback, _string))
+    _check_bundle_names(b, "--bundle" if bundle is not None else cfg.source)
     given = {"bundle.path": bundle, "bundle.threads": threads, "bundle.backend": backend,
              "audio.capture": capture, "audio.playback": playback}
     command_line = cfg.command_line | {k for k, v in given.items() if v is not None}

@@ -37,6 +37,13 @@ A control script (``ControlScript``, file mode and tests) is JSON::
 ``t`` is in seconds of audio processed, not wall-clock time: an event applies
 from the start of the period that contains ``t``, so a file render and a live
 ALSA run of the same script are identical.
+
+Another bundle (a live switch, a preset saved on another bundle) may have
+another latent size: ``fit_bias`` is the one rule for carrying a bias list
+over, the dimensions beyond the new size dropped and the new ones at 0
+(latent dimensions are in PCA order, so dimension K means "the Kth most varied
+direction" in either bundle).  Every other control has the same range in every
+bundle and carries over as it is; ``Controls.adopt`` takes a whole snapshot so.
 """
 
 from __future__ import annotations
@@ -122,6 +129,12 @@ def _as_float(name: str, value: Any, lo: float, hi: float) -> float:
     return v
 
 
+def fit_bias(bias: tuple[float, ...] | list[float], latent_dim: int) -> tuple[float, ...]:
+    """``bias`` for a latent of ``latent_dim`` dimensions: cut, or padded with zeros."""
+    bias = tuple(bias)
+    return (bias + (0.0,) * latent_dim)[:latent_dim]
+
+
 class Controls:
     """The control surface of one engine (``latent_dim`` bias knobs plus the rest)."""
 
@@ -202,6 +215,16 @@ class Controls:
                 else:
                     fields[name] = v
             self.snapshot = dataclasses.replace(snap, bias=tuple(bias), version=snap.version + 1, **fields)
+
+    def adopt(self, snap: ControlSnapshot) -> tuple[float, ...]:
+        """Take every value of ``snap`` (another bundle's controls), its bias fitted by ``fit_bias``.
+
+        Returns the bias values that were dropped (non-zero ones beyond this latent), for the log."""
+        bias = fit_bias(snap.bias, self.latent_dim)
+        dropped = tuple(v for v in snap.bias[self.latent_dim:] if v != 0.0)
+        with self._lock:
+            self.snapshot = dataclasses.replace(snap, bias=bias, version=self.snapshot.version + 1)
+        return dropped
 
     def reset(self) -> None:
         with self._lock:

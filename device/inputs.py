@@ -54,15 +54,25 @@ def start_inputs(
     status: StatusProvider | None = None,
     open_gpio: Callable | None = None,
     open_adc: Callable | None = None,
+    bundles: tuple[str, ...] = (),
+    switch_bundle: Callable[[str], None] | None = None,
+    mapping_latent: int | None = None,
 ) -> Inputs:
-    """Start the inputs ``cfg`` turns on (``open_gpio`` / ``open_adc`` replace the hardware in tests)."""
+    """Start the inputs ``cfg`` turns on (``open_gpio`` / ``open_adc`` replace the hardware in tests).
+
+    ``bundles`` and ``switch_bundle``: the instrument's bundles and its switcher
+    (``wavae.device.switch``), for ``Actions``; ``mapping_latent``: the latent
+    size the mapping's ``bias.K`` are checked against (the largest of the
+    bundles; default: ``controls``').
+    """
     presets = None
     if cfg.presets is not None:
         presets = PresetStore(cfg.presets.dir)
         presets.ensure_dir()
         good = presets.scan(controls)
         log.info("presets: %d in %s", len(good), presets.dir)
-    actions = Actions(controls, presets, bundle=bundle_name, status=status)
+    actions = Actions(controls, presets, bundle=bundle_name, bundles=bundles, switch_bundle=switch_bundle,
+                      status=status)
     if cfg.presets is not None and cfg.presets.load:
         try:
             actions.load_preset(cfg.presets.load)
@@ -73,7 +83,7 @@ def start_inputs(
     if cfg.panel is not None:
         from .panel.mapping import load_mapping
 
-        mapping = load_mapping(cfg.panel.mapping, controls.latent_dim)
+        mapping = load_mapping(cfg.panel.mapping, mapping_latent or controls.latent_dim)
     inputs = Inputs(actions)
     try:
         if cfg.osc is not None:
@@ -98,8 +108,10 @@ def start_inputs(
     return inputs
 
 
-def live_status(duplex: Any, processor: Any, engine: Any, latency: dict[str, Any]) -> StatusProvider:
-    """The live loop's status: xruns, late periods, latency, the engine's load (p50 compute / block time)."""
+def live_status(duplex: Any, processor: Any, engine: Callable[[], Any], latency: dict[str, Any],
+                extra: StatusProvider | None = None) -> StatusProvider:
+    """The live loop's status: xruns, late periods, latency, the load (p50 compute / block time) of
+    ``engine()``, the engine playing now, and what ``extra`` adds (the bundle switcher's state)."""
     cache: dict[str, Any] = {"t": 0.0, "load": None}
 
     def status() -> dict[str, Any]:
@@ -107,8 +119,8 @@ def live_status(duplex: Any, processor: Any, engine: Any, latency: dict[str, Any
         now = time.monotonic()
         if now - cache["t"] >= 1.0:  # the percentile over 4096 blocks: once a second at most
             cache["t"] = now
-            cache["load"] = engine.timing().get("rtf_p50")
-        return {
+            cache["load"] = engine().timing().get("rtf_p50")
+        out = {
             "state": "playing",
             "xruns": st.xruns,
             "xruns_unrecovered": st.xruns_unrecovered,
@@ -118,5 +130,8 @@ def live_status(duplex: Any, processor: Any, engine: Any, latency: dict[str, Any
             "load": cache["load"],
             "cpu_load_1min": os.getloadavg()[0],
         }
+        if extra is not None:
+            out.update(extra())
+        return out
 
     return status

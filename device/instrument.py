@@ -80,11 +80,11 @@ class InstrumentSpec:
         ``overrides`` set fields the config does not hold (``settings``,
         ``script``, ``resampler``) or replace the ones it does.
         """
-        if cfg.bundle.path is None and overrides.get("bundle") is None:
+        if cfg.bundle.start() is None and overrides.get("bundle") is None:
             raise DeviceConfigError(f"{cfg.source}: no bundle: set bundle.path in the config or pass --bundle DIR")
         a = cfg.audio
         spec = cls(
-            bundle=cfg.bundle.path,
+            bundle=cfg.bundle.start(),
             backend=cfg.bundle.backend,
             threads=cfg.bundle.threads,
             device_rate=a.rate,

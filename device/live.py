@@ -108,6 +108,7 @@ from .profile import write_report
 from .realtime import lock_memory
 from .report import prepare_dir
 from .service import watch_live_loop
+from .switch import BundleSwitcher, fade_periods
 from .timing import BlockRecorder, TimedStep
 
 log = logging.getLogger("wavae.device.live")
@@ -158,10 +159,13 @@ class ScriptSchedule:
         self.overrides = 0  # events that replaced a change made by another writer
 
     def advance(self, frame: int) -> None:
-        """Install the snapshot due for the period starting at audio frame ``frame`` (audio path)."""
+        """Install the snapshot due for the period starting at audio frame ``frame`` (audio path).
+
+        ``controls`` is None once a bundle switch brought controls of another latent
+        size: the script's snapshots do not fit them, and it stops."""
         i = self._next
-        if i < len(self.frames) and self.frames[i] <= frame:
-            c = self.controls
+        c = self.controls
+        if c is not None and i < len(self.frames) and self.frames[i] <= frame:
             if c.snapshot is not self._last:
                 self.overrides += 1
             self._last = snap = self.snapshots[i]
@@ -170,23 +174,99 @@ class ScriptSchedule:
 
 
 class EngineStep:
-    """One period through the engine, with the control script applied by frames processed."""
+    """One period through the engine, with the control script applied by frames processed,
+    and a live bundle switch crossfaded in at a period boundary.
 
-    def __init__(self, engine, controls=None, script=None, rate: int = 48000, period: int = 256):
+    A switch (``wavae.device.switch``): the switcher builds and warms up the new
+    bundle's engine on its own thread, then hands it over by storing an
+    ``Incoming`` in ``incoming``, one reference store.  At the start of the next
+    period this step takes it and runs both engines on every period from then
+    on: for ``Incoming.prime_periods`` the new one only listens (its output
+    FIFO's pre-fill and its fade-in pass, the old one plays alone), then for
+    ``fade_periods`` the output is the equal-power crossfade
+    ``cos(pi t / 2) old + sin(pi t / 2) new``, ``t`` rising sample by sample
+    from 0 to 1.  After the last of them the new engine is ``engine``, the old
+    one is left in ``retired`` for the switcher to close, and ``switches``
+    counts one more.  The new engine starts from reset state at the period it
+    is taken, so from then on its output is exactly what it would give, fresh,
+    on the input from that period: the tests check it sample by sample.
+
+    Nothing on this path allocates or waits: the second output buffer and the
+    gain curves are made here, the hand-over is attribute loads and stores,
+    and no engine is freed here (``retired`` keeps the old one alive until the
+    switcher drops it).  ``fade_periods = 0`` (file mode) allows no switching.
+    """
+
+    def __init__(self, engine, controls=None, script=None, rate: int = 48000, period: int = 256,
+                 fade_periods: int = 0):
         self.engine, self.controls, self.script = engine, controls, script
         self.rate, self.period = rate, period
         self.frame = 0  # audio frames processed so far (the control script's clock)
         self.schedule = ScriptSchedule(script, controls, rate, period) if script is not None else None
         self._out = np.zeros((period, engine.channels_out), np.float32)
+        # the bundle switch: written by the switcher (incoming, retired: None), read and written here
+        self.incoming = None  # an Incoming handed over by the switcher
+        self.retired = None  # the engine the last switch faded out, until the switcher closes it
+        self.switches = 0  # switches completed
+        self.fade_periods = fade_periods
+        self._taken = None  # the Incoming last taken
+        self._new = None  # the engine coming in, while a switch runs
+        self._k = 0  # periods since it was taken
+        self._prime = 0
+        self._out_new = np.zeros((period, engine.channels_out), np.float32)
+        # per-channel views made once: a ufunc broadcasting a [period, 1] gain over channels buffers a period
+        self._chans = [(self._out[:, c], self._out_new[:, c]) for c in range(engine.channels_out)]
+        t = (np.arange(1, fade_periods * period + 1, dtype=np.float64) / max(1, fade_periods * period))
+        self._gain_in = np.sin(0.5 * np.pi * t).astype(np.float32).reshape(fade_periods, period)
+        self._gain_out = np.cos(0.5 * np.pi * t).astype(np.float32).reshape(fade_periods, period)
+        if fade_periods:
+            self._gain_out[-1, -1] = 0.0  # cos(pi / 2) is 6e-17, not 0
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if self.schedule is not None:
             self.schedule.advance(self.frame)
+        inc = self.incoming
+        if inc is not self._taken and self.fade_periods:
+            self._take(inc)
         y = self.engine.process(x, out=self._out)
+        new = self._new
+        if new is not None:
+            z = new.process(x, out=self._out_new)
+            k = self._k - self._prime
+            self._k += 1
+            if k >= 0:
+                g_out, g_in = self._gain_out[k], self._gain_in[k]
+                for yc, zc in self._chans:  # y is self._out, z self._out_new: the engines write there
+                    np.multiply(yc, g_out, out=yc)
+                    np.multiply(zc, g_in, out=zc)
+                    yc += zc
+                if k + 1 == self.fade_periods:
+                    self._finish()
         self.frame += self.period
         return y
 
+    def _take(self, inc) -> None:
+        """Start the switch to ``inc.engine`` at this period (the audio path: stores only)."""
+        self._taken = inc
+        if self._new is not None:  # the switcher hands one over at a time; never lose an engine if not
+            self._finish()
+        self._new, self._k, self._prime = inc.engine, 0, inc.prime_periods
+        if self.schedule is not None:
+            self.schedule.controls = inc.script_controls  # None: the script cannot drive this bundle
+
+    def _finish(self) -> None:
+        self.retired = self.engine
+        self.engine = self._new
+        self._new = None
+        self.switches += 1
+
+    @property
+    def switching(self) -> bool:
+        return self._new is not None
+
     def reset(self) -> None:
+        if self._new is not None:  # after a device reopen nothing is left to crossfade: the new one plays
+            self._finish()
         self.engine.reset()
 
 
@@ -445,24 +525,42 @@ def main_live(args: Any) -> int:
     seconds = _arg(args, "seconds")
     max_frames = int(round(seconds * cfg.audio.rate)) if seconds is not None else None
     report = (_arg(args, "report") or "profile-report") if _arg(args, "profile") else None
-    with contextlib.ExitStack() as stack:  # closes, last first: the chain, the instrument, the PCMs
+    with contextlib.ExitStack() as stack:  # closes, last first: the chain, the instruments, the PCMs
         duplex = AlsaDuplex(cfg.audio, cfg.service, source=cfg.source, command_line=cfg.command_line)
         duplex.open()  # a missing PCM fails here, before the model is loaded
         stack.callback(duplex.close, drain=False)
         inst = stack.enter_context(Instrument.open(spec))
+        switcher = None
+        names = cfg.bundle.names()
+        if len(names) > 1:  # live bundle switching (wavae.device.switch): closes what it opened, after the chain
+            switcher = BundleSwitcher(spec, names, inst)
+            stack.callback(switcher.close)
         chain = build_chain(inst, cfg, report)
         stack.callback(chain.close)
         latency = _latency_report(inst.engine, duplex, chain.processor, cfg.audio.rate)
+        status = live_status(duplex, chain.processor, lambda: chain.engine_step.engine, latency,
+                             switcher.status if switcher is not None else None)
         # panel, OSC and MIDI: their own ordinary-priority threads, writing only the controls
-        inputs = start_inputs(cfg, inst.controls, cfg.bundle.path.name,
-                              live_status(duplex, chain.processor, inst.engine, latency))
-        if inputs is not None:
+        if switcher is not None:
+            switcher.worker_frames = chain.processor.extra_latency_frames
+            switcher.on_switched = lambda new: latency.update(
+                _latency_report(new.engine, duplex, chain.processor, cfg.audio.rate))
+            dims = switcher.latent_dims()
+            inputs = start_inputs(cfg, inst.controls, inst.bundle.path.name, status, bundles=tuple(names),
+                                  switch_bundle=switcher.request,
+                                  mapping_latent=max([inst.bundle.latent_dim, *dims.values()]))
             stack.callback(inputs.stop)
+            switcher.start(chain.engine_step, inputs.actions)
+            stack.callback(switcher.stop)  # before the inputs stop: no switch starts while closing
+        else:
+            inputs = start_inputs(cfg, inst.controls, inst.bundle.path.name, status)
+            stack.callback(inputs.stop)
+        actions = inputs.actions
         # mlockall once everything is loaded; notify, watchdog, status file and SIGHUP on their own thread
         locked = lock_memory() if cfg.service.realtime_priority > 0 else False
         service = watch_live_loop(
             cfg=cfg, load=lambda: build_config(args),
-            apply_controls=lambda c: inst.controls.update(c.controls.for_latent(inst.bundle.latent_dim, c.source)),
+            apply_controls=lambda c: actions.update(c.controls.for_latent(actions.controls.latent_dim, c.source)),
             bundle=inst.bundle, duplex=duplex, processor=chain.processor, engine=inst.engine, latency=latency,
             realtime=inst.realtime, memory_locked=locked,
         )
@@ -472,6 +570,8 @@ def main_live(args: Any) -> int:
             service.stop()  # STOPPING=1 before the drain
         duplex.close(drain=True)
     summary = summarize(cfg, inst, chain, stats, latency)
+    if switcher is not None:
+        summary.update(switcher.status())
     summary["memory_locked"], summary["ready_after_s"] = locked, service.ready_at
     print(json.dumps(summary), flush=True)
     return 0
@@ -481,7 +581,8 @@ def build_chain(inst: Instrument, cfg: DeviceConfig, report: str | None = None) 
     """The processing chain for ``inst`` under ``cfg``; ``report``: profile into this folder."""
     a = cfg.audio
     engine = inst.engine
-    engine_step = EngineStep(engine, inst.controls, inst.script, a.rate, a.period_size)
+    fade = fade_periods(cfg.bundle.crossfade_ms, a.rate, a.period_size)
+    engine_step = EngineStep(engine, inst.controls, inst.script, a.rate, a.period_size, fade_periods=fade)
     step: Process = engine_step
     d = cfg.debug
     if d.stall_ms > 0 or d.slow_every > 0:
@@ -518,7 +619,7 @@ def run_chain(duplex: AlsaDuplex, chain: LiveChain, cfg: DeviceConfig, latency: 
 def summarize(cfg: DeviceConfig, inst: Instrument, chain: LiveChain, stats: IOStats,
               latency: dict[str, Any]) -> dict[str, Any]:
     """Log how the run went and return the summary; with ``--profile``, write the report and add its path."""
-    a, engine, processor = cfg.audio, inst.engine, chain.processor
+    a, engine, processor = cfg.audio, chain.engine_step.engine, chain.processor  # the engine playing at the end
     summary: dict[str, Any] = {"event": "live_summary", "threading": a.threading, "realtime": inst.realtime}
     summary.update(stats.as_dict())
     summary["late_periods"] = processor.late_periods

@@ -10,7 +10,8 @@ space is the contract:
                                        with one number per latent dimension
 ``/wavae/preset/load <name>``          load a saved preset (the engine ramps to it)
 ``/wavae/preset/save <name>``          save every control and the bundle's name
-``/wavae/bundle <name>``               switch bundle (refused until live switching exists)
+``/wavae/bundle <name>``               switch bundle, live (``wavae.device.switch``); replies
+                                       ``/wavae/bundle <json>``: ``{"bundle", "ok", "error"}``
 ``/wavae/status``                      replies to the sender: ``/wavae/status <json>``
 =====================================  ===============================================
 
@@ -167,7 +168,8 @@ class OscServer:
                 elif address.endswith("save"):
                     a.save_preset(args[0])
                 else:
-                    a.select_bundle(args[0])
+                    self.select_bundle(args[0], sender, where)
+                    return
             elif address == PREFIX + "status":
                 self.reply(sender, address, json.dumps(a.status()))
                 return
@@ -179,6 +181,19 @@ class OscServer:
             a.refuse("OSC", "osc.refused", f"{where}: {e}")
             return
         self.applied += 1
+
+    def select_bundle(self, name: str, sender: Any, where: str) -> None:
+        """``/wavae/bundle``: the sender hears whether the switch started (the load itself runs in
+        the background: a later failure shows in ``/wavae/status`` under ``bundle_switch``)."""
+        a = self.actions
+        try:
+            a.select_bundle(name)
+        except Rejected as e:
+            a.refuse("OSC", "osc.refused", f"{where}: {e}")
+            self.reply(sender, PREFIX + "bundle", json.dumps({"bundle": name, "ok": False, "error": str(e)}))
+            return
+        self.applied += 1
+        self.reply(sender, PREFIX + "bundle", json.dumps({"bundle": name, "ok": True, "error": None}))
 
     def reply(self, sender: Any, address: str, text: str) -> None:
         b = self._builder.OscMessageBuilder(address=address)

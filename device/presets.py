@@ -34,7 +34,7 @@ from typing import Any
 from wavae.errors import WavaeError
 from wavae.fileio import atomic_write_json
 
-from .controls import ControlError, Controls
+from .controls import ControlError, Controls, fit_bias
 
 log = logging.getLogger("wavae.device.presets")
 
@@ -182,7 +182,7 @@ def parse_preset(obj: Any, controls: Controls, source: str, name: str) -> Preset
     fitted = False
     bias = values.get("bias")
     if isinstance(bias, list) and len(bias) != controls.latent_dim:
-        values["bias"] = (bias + [0.0] * controls.latent_dim)[: controls.latent_dim]
+        values["bias"] = list(fit_bias(bias, controls.latent_dim))
         fitted = True
     checked = {}
     for key, value in values.items():

@@ -85,8 +85,9 @@ class ConfigReloader:
     def __call__(self) -> str:
         new = self.load()  # a DeviceConfigError here leaves everything as it was
         plan = plan_reload(self.current, new)
-        if plan.restart and new.bundle.path != self.current.bundle.path and new.bundle.path is not None:
-            load_bundle(new.bundle.path)  # a damaged bundle is refused now, with its own message
+        start = new.bundle.start()
+        if plan.restart and start != self.current.bundle.start() and start is not None:
+            load_bundle(start)  # a damaged bundle is refused now, with its own message
         done: list[str] = []
         running = self.current
         if plan.controls:

@@ -48,6 +48,23 @@ def tiny_bundle(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_bundle_b(tmp_path_factory) -> Path:
+    """A second untrained tiny bundle, folder ``tiny-b``: other weights, latent 4 (not 8), block 4 latent
+    frames (not 2), so its latency differs too: the other side of a live bundle switch."""
+    import torch
+
+    from wavae.quantize.export import export_bundle
+    from wavae.train.config import resolve
+    from wavae.train.factory import build_model
+
+    torch.manual_seed(1)
+    cfg = resolve("tiny", {"vae": {"encoder_channels": [32, 32, 32, 8]}})
+    model = build_model(cfg).eval()
+    out = tmp_path_factory.mktemp("bundles-b") / "tiny-b"
+    return export_bundle(model, cfg, out, block=4 * cfg.frame, precision="fp32")
+
+
+@pytest.fixture(scope="session")
 def trained_tiny_run(tmp_path_factory, audio_dir) -> Path:
     """A `tiny` run with both stages briefly trained on generated audio (~10 s)."""
     import torch

@@ -235,3 +235,25 @@ def test_optional_input_sections_name_bad_keys(doc, message):
     with pytest.raises(DeviceConfigError) as e:
         parse_config(doc, source="device.toml")
     assert message in str(e.value)
+
+
+def test_bundle_paths_list_the_bundles_to_switch_between(tmp_path):
+    from wavae.device.config import with_overrides
+
+    cfg = parse_config({"bundle": {"paths": ["b/strings", "/x/voice"], "crossfade_ms": 50}},
+                       source="dev.toml", base_dir=tmp_path)
+    # relative to the config; without path, the first of paths plays at start
+    assert cfg.bundle.start() == tmp_path / "b" / "strings"
+    assert list(cfg.bundle.names()) == ["strings", "voice"] and cfg.bundle.crossfade_ms == 50.0
+    # a path not in the list is played at start and stepped from first
+    cfg2 = parse_config({"bundle": {"path": "/y/screams", "paths": ["/x/voice"]}}, source="dev.toml")
+    assert list(cfg2.bundle.names()) == ["screams", "voice"]
+    # path alone: one bundle, nothing to switch
+    assert list(parse_config({"bundle": {"path": "/y/one"}}).bundle.names()) == ["one"]
+    # a bundle is selected by its folder's name: two of the same name are refused, from the file or --bundle
+    with pytest.raises(DeviceConfigError, match=r"dev.toml: bundle.paths: /a/voice and /b/voice are both named 'voice'"):
+        parse_config({"bundle": {"paths": ["/a/voice", "/b/voice"]}}, source="dev.toml")
+    with pytest.raises(DeviceConfigError, match=r"--bundle: .*both named 'voice'"):
+        with_overrides(cfg, bundle="/elsewhere/voice")
+    with pytest.raises(DeviceConfigError, match=r"bundle.paths: expected a non-empty list of bundle folders"):
+        parse_config({"bundle": {"paths": []}}, source="dev.toml")

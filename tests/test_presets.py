@@ -82,7 +82,7 @@ def test_actions_step_through_presets_and_refuse_clearly(tmp_path):
     assert a.step_preset(-1) == "zz"
     with pytest.raises(Rejected, match="no preset named 'nope'"):
         a.load_preset("nope")
-    with pytest.raises(Rejected, match="bundle switching is not built yet"):
+    with pytest.raises(Rejected, match=r"no bundles to switch to \(list them in \[bundle\] paths"):
         a.do("bundle.next")
     assert Actions(c).status()["preset"] is None
     with pytest.raises(Rejected, match=r"add a \[presets\] section"):

@@ -80,6 +80,12 @@ class _Switch:
         self.decoder = ButtonDecoder(debounce_ms, long_ms)
 
 
+def _playing_has(controls, target: str) -> bool:
+    """Whether ``target`` exists in the controls of the bundle playing now: the mapping is checked
+    against the largest latent of the instrument's bundles, a switch may bring a smaller one."""
+    return not target.startswith("bias.") or int(target[5:]) < controls.latent_dim
+
+
 class Panel:
     def __init__(
         self,
@@ -91,7 +97,7 @@ class Panel:
         retry_s: float = 2.0,
         clock: Callable[[], int] = time.monotonic_ns,
     ):
-        self.mapping, self.actions, self.controls = mapping, actions, actions.controls
+        self.mapping, self.actions = mapping, actions
         self.open_gpio = open_gpio or default_gpio(mapping)
         self.open_adc = open_adc or default_adc(mapping)
         self.adc_period_ns = int(1e9 / adc_hz)
@@ -129,6 +135,11 @@ class Panel:
         self.errors = 0  # unexpected errors caught in the loop
 
     # -- lifecycle ------------------------------------------------------------------
+    @property
+    def controls(self):
+        """The controls of the bundle playing now (a live switch may replace them: never kept)."""
+        return self.actions.controls
+
     def start(self) -> "Panel":
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="wavae-panel", daemon=True)
@@ -240,6 +251,7 @@ class Panel:
     def scan_pots(self) -> None:
         updates: dict[str, float] = {}
         read = self.adc.read
+        controls = self.controls
         for pot in self.pots:  # the hot loop at 200 Hz: nothing but a read and the filter unless a pot moved
             pot.raw = raw = read(pot.channel)
             pos = pot.filter.update(raw)
@@ -247,11 +259,13 @@ class Panel:
                 continue
             layer = self.layer if self.layer < len(pot.takeovers) else 0
             tk = pot.takeovers[layer]
-            value = tk.offer(pos, self.controls.get(tk.curve.target))
+            if not _playing_has(controls, tk.curve.target):
+                continue  # a bias.K beyond the latent of the bundle playing now: this knob rests
+            value = tk.offer(pos, controls.get(tk.curve.target))
             if value is not None:
                 updates[tk.curve.target] = value
         if updates:
-            self.controls.update(updates)
+            self.actions.update(updates)
             self.writes += 1
 
     def set_layer(self, layer: int) -> None:
@@ -295,9 +309,13 @@ class Panel:
                 self.actions.refuse("panel", "unavailable", f"{spec.key}: {e}")
             return
         c: Curve = spec.curve
+        if not _playing_has(self.controls, c.target):
+            self.actions.refuse("panel", "unavailable", f"{spec.key}: {c.target} is beyond the latent of the "
+                                                        f"bundle playing now ({self.controls.latent_dim} dimensions)")
+            return
         pos = c.to_pos(self.controls.get(c.target))
         pos += detents * spec.step  # clockwise raises the value (lowers it with invert = true)
-        self.controls.set(c.target, c.to_value(min(1.0, max(0.0, pos))))
+        self.actions.set(c.target, c.to_value(min(1.0, max(0.0, pos))))
         self.writes += 1
 
     def _switch_event(self, s: _Switch, ev: str) -> None:
