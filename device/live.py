@@ -231,7 +231,7 @@ class EngineStep:
         y = self.engine.process(x, out=self._out)
         new = self._new
         if new is not None:
-            z = new.process(x, out=self._out_new)
+            new.process(x, out=self._out_new)
             k = self._k - self._prime
             self._k += 1
             if k >= 0:
