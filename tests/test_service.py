@@ -14,18 +14,17 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
 from alsa_helpers import JackServer, alsa_env, jack_pcms, jackd_available
+from service_helpers import NotifySocket
 from wavae.device.config import load_config
 from wavae.device.controls import Controls
 from wavae.device.notify import Notifier, Watchdog, watchdog_interval
@@ -42,51 +41,6 @@ from wavae.device.status import (
 
 RATE, PERIOD = 48000, 256
 WAVAE = [sys.executable, "-m", "wavae.cli"]
-
-
-class NotifySocket:
-    """systemd's end of the notify protocol: a bound datagram socket and what arrived, with arrival times."""
-
-    def __init__(self, name: str | None = None):
-        self.name = name or f"@wavae-test-{uuid.uuid4().hex}"
-        addr = b"\0" + self.name[1:].encode() if self.name.startswith("@") else self.name
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(addr)
-        self.sock.settimeout(0.1)
-        self.messages: list[tuple[float, dict[str, str]]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._recv, daemon=True)
-        self._thread.start()
-
-    def _recv(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data = self.sock.recv(4096)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            fields = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
-            self.messages.append((time.monotonic(), fields))
-
-    def wait_for(self, key: str, value: str = "1", timeout: float = 60.0, after: int = 0) -> tuple[int, float, dict]:
-        """Index, arrival time and fields of the first message from index ``after`` on that has key=value."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for i in range(after, len(self.messages)):
-                t, f = self.messages[i]
-                if f.get(key) == value:
-                    return i, t, f
-            time.sleep(0.02)
-        raise AssertionError(f"no {key}={value} within {timeout} s; got {[f for _, f in self.messages]}")
-
-    def times(self, key: str) -> list[float]:
-        return [t for t, f in self.messages if key in f]
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-        self.sock.close()
 
 
 # ----------------------------------------------------------------------------
