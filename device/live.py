@@ -435,11 +435,13 @@ def instrument_spec(cfg: DeviceConfig, args: Any) -> InstrumentSpec:
     )
 
 
-def main_live(args: Any) -> int:
+def main_live(args: Any, open_gpio: Callable | None = None, open_adc: Callable | None = None) -> int:
     """Run the live ALSA loop (``wavae run --config``); returns the exit code.
 
     open (config, PCMs) -> build (instrument, chain) -> run (until ``--seconds``
     or a signal) -> summarize (log, ``--profile`` report, the JSON line).
+    ``open_gpio`` / ``open_adc`` replace the panel's hardware (``start_inputs``):
+    the soak benchmark drives the real panel code through its fakes.
     """
     cfg = build_config(args)
     spec = instrument_spec(cfg, args)
@@ -457,7 +459,7 @@ def main_live(args: Any) -> int:
         latency = _latency_report(inst.engine, duplex, chain.processor, cfg.audio.rate)
         # panel, OSC and MIDI: their own ordinary-priority threads, writing only the controls
         inputs = start_inputs(cfg, inst.controls, cfg.bundle.path.name,
-                              live_status(duplex, chain.processor, inst.engine, latency))
+                              live_status(duplex, chain.processor, inst.engine, latency), open_gpio, open_adc)
         if inputs is not None:
             stack.callback(inputs.stop)
         # mlockall once everything is loaded; notify, watchdog, status file and SIGHUP on their own thread
