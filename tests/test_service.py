@@ -548,3 +548,25 @@ def test_realtime_priority_also_locks_memory_and_the_status_shows_it(tmp_path, t
     assert summary["realtime"] is True and st["realtime"] is True and st["memory_locked"] is True
     assert st["locked_mb"] > 10  # the interpreter, numpy, onnxruntime and the model are resident
     print(f"locked {st['locked_mb']} MB, RSS {st['rss_mb']} MB")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_why is not None, reason=_why or "")
+def test_a_corrupt_preset_at_start_is_moved_aside_and_the_instrument_plays(tmp_path, tiny_bundle, jack, notify_sock):
+    """A power cut left the preset loaded at start half-written: the service starts from [controls],
+    the file is set aside as *.corrupt (so the next start does not trip on it), never a crash loop."""
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    (presets / "evening.json").write_text('{"format": "wavae-preset", "version": 1, "controls": {"scale": ')
+    good = '{"format": "wavae-preset", "version": 1, "name": "other", "bundle": null, "controls": {"scale": 1.5}}'
+    (presets / "other.json").write_text(good)
+    cfg = _write(tmp_path / "d.toml", tiny_bundle, extra=f'[presets]\ndir = "{presets}"\nload = "evening"\n')
+    live = Live(cfg, _service_env(tmp_path, jack, notify_sock, watchdog_usec=None), seconds=2.5)
+    notify_sock.wait_for("READY")
+    code, summary = live.finish()
+    assert code == 0, live.stderr[-3000:]
+    assert sorted(p.name for p in presets.iterdir()) == ["evening.json.corrupt", "other.json"]
+    assert (presets / "other.json").read_text() == good  # a good preset is left alone
+    assert "preset evening skipped" in live.stderr and "starting from [controls]" in live.stderr
+    assert "Traceback" not in live.stderr
+    assert summary["frames"] >= 2 * RATE and summary["engine_stats"]["blocks"] > 0  # it played
