@@ -13,7 +13,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = ["model_stats.py", "bench_quantize.py", "bench_device.py", "bench_dsp.py", "bench_baselines.py",
-              "bench_panel.py"]
+              "bench_panel.py", "bench_service.py"]
+# benchmarks/soak.py is not here: it runs for as long as asked (--minutes 60 for the figures)
 
 
 def main() -> int:

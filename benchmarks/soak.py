@@ -627,7 +627,7 @@ def finish(result: Result, plan: Plan) -> None:
 def write_reports(result: Result, out: Path, stem: str = "soak") -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / f"{stem}.json", "md": out / f"{stem}.md", "png": out / f"{stem}.png"}
-    paths["json"].write_text(json.dumps(asdict(result), indent=1) + "\n")
+    paths["json"].write_text(json.dumps(asdict(result), separators=(",", ":")) + "\n")  # one line a second: compact
     plot(result, paths["png"])
     paths["md"].write_text(markdown(result, paths["png"].name))
     return paths
