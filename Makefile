@@ -75,6 +75,8 @@ UNITDIR      ?= $(LIBDIR)/systemd/system
 SYSUSERSDIR  ?= $(LIBDIR)/sysusers.d
 TMPFILESDIR  ?= $(LIBDIR)/tmpfiles.d
 UDEVRULESDIR ?= $(LIBDIR)/udev/rules.d
+# `wavae status` from any shell: a link to the venv's console script
+BINDIR       ?= /usr/local/bin
 JETSON       ?=
 DEVICE_CONFIG ?= $(if $(JETSON),jetson-orin-nano,pi4-usb)
 # Extra pip flags for the device venv.  --no-deps installs the project alone:
@@ -84,7 +86,9 @@ PIP_DEVICE_FLAGS ?=
 DEVICE_VENV  ?= yes
 # On a Jetson, TensorRT and pycuda come from JetPack's apt packages, outside any venv
 DEVICE_VENV_FLAGS ?= $(if $(JETSON),--system-site-packages,)
-DEVICE_EXTRAS ?= alsa
+# alsa: pyalsaaudio; panel: gpiod, spidev, python-osc, mido, python-rtmidi, which the example configs'
+# [panel], [osc] and [midi] sections need ([osc] refuses to start without python-osc)
+DEVICE_EXTRAS ?= alsa,panel
 VENV_DEST    := $(DESTDIR)$(PREFIX)
 
 install-device:
@@ -99,6 +103,8 @@ install-device:
 	# staged: the scripts' #! lines name the staging folder; make them name the final one
 	@if [ -n "$(DESTDIR)" ] && [ -d $(VENV_DEST)/bin ]; then \
 	  grep -lIr -- '$(VENV_DEST)' $(VENV_DEST)/bin | xargs -r sed -i 's|$(VENV_DEST)|$(PREFIX)|g'; fi
+	@if [ "$(DEVICE_VENV)" != no ]; then set -ex; \
+	  install -d $(DESTDIR)$(BINDIR); ln -sfn $(PREFIX)/bin/wavae $(DESTDIR)$(BINDIR)/wavae; fi
 	# the units and system integration; paths rewritten when PREFIX/SYSCONFDIR differ from the defaults
 	install -d $(DESTDIR)$(UNITDIR)
 	sed -e 's|/opt/wavae|$(PREFIX)|g' -e 's|/etc/wavae|$(SYSCONFDIR)/wavae|g' systemd/wavae.service \

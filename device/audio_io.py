@@ -53,7 +53,9 @@ How the PCMs are driven
   cycle lasts less than a cycle) is corrected: playback short (the slack gone)
   gets the missing periods of silence, playback a period long (the round trip
   grown) loses the captured period in hand.  Counted (``IOStats.realigns``) and
-  logged.  Unpaced PCMs (the ``file`` plugin) report an empty playback queue and
+  logged.  That sum plus the period in hand is the capture-to-playback
+  distance as measured (``IOStats.io_distance``, ``prefill_periods x
+  period_size`` when aligned): the status reports it as the measured latency.  Unpaced PCMs (the ``file`` plugin) report an empty playback queue and
   a full capture buffer, which is never a drift.
 - Lost device (USB interface unplugged: I/O fails with ENODEV and the like, or
   no audio arrives for ``io_timeout_s``): both PCMs are closed (playback
@@ -188,6 +190,7 @@ class IOStats:
     xruns_playback: int = 0
     xruns_recovered: int = 0
     realigns: int = 0  # drifts between the streams corrected without an xrun (see the module docstring)
+    io_distance: int = 0  # capture -> playback distance in frames, as last measured (0 until measured)
     device_lost: int = 0
     reopen_attempts: int = 0  # failed reopen attempts
     reopens: int = 0  # successful reopens
@@ -582,10 +585,12 @@ class AlsaDuplex:
             return 0
         target = (self.audio.prefill_periods - 1) * self.period
         queued = self.actual["playback"]["buffer_size"] - play_avail
+        captured = cap_avail + self._cap_fill // self.cap_conv.frame_bytes
+        # the period in hand was captured `period + captured` frames ago and plays after `queued` more
+        self.stats.io_distance = queued + captured + self.period
         if queued > target:
             excess = queued - target
         else:
-            captured = cap_avail + self._cap_fill // self.cap_conv.frame_bytes
             excess = min(0, queued + captured - target)
         return round(excess / self.period)
 

@@ -9,7 +9,7 @@ overrides ``~/.asoundrc``.  Annotated examples live in ``device/configs/``.
                 channels_in, channels_out, format, threading
     [controls]  the initial latent controls and the feedback loop
     [service]   reopen_interval_s, io_timeout_s, log_level, realtime_priority
-    [debug]     stall_ms, stall_at_s, slow_ms, slow_every (fault injection, tests)
+    [debug]     stall_ms, stall_at_s, stall_every_s, slow_ms, slow_every (fault injection, tests)
     [panel]     mapping, adc_hz, retry_s            (knobs on GPIO/SPI; off when absent)
     [osc]       host, port                          (OSC over UDP; off when absent)
     [midi]      port, api, virtual                  (MIDI in; off when absent)
@@ -145,6 +145,7 @@ class DebugConfig:
 
     stall_ms: float = 0.0  # one stall of this length in the processing path ...
     stall_at_s: float = 0.0  # ... once this much audio has been processed
+    stall_every_s: float = 0.0  # ... and again every this much audio after that (0 = once; the soak's faults)
     slow_ms: float = 0.0  # an extra delay of this length ...
     slow_every: int = 0  # ... in every Nth period (0 = never)
 
@@ -378,6 +379,7 @@ _SCHEMA: dict[str, tuple[type, dict[str, Checker]]] = {
         {
             "stall_ms": _float(0.0, 10000.0),
             "stall_at_s": _float(0.0, 1e6),
+            "stall_every_s": _float(0.0, 1e6),
             "slow_ms": _float(0.0, 10000.0),
             "slow_every": _int(0, 1_000_000),
         },
@@ -503,6 +505,10 @@ def _check_consistency(cfg: DeviceConfig) -> None:
         )
     check_web_binding(cfg.web.host, cfg.web, cfg.source)
     d = cfg.debug
+    if d.stall_every_s > 0 and d.stall_ms <= 0:
+        raise DeviceConfigError(
+            f"{cfg.source}: debug.stall_every_s: repeats the stall of stall_ms, which is 0: set stall_ms too"
+        )
     if (d.slow_ms > 0) != (d.slow_every > 0):
         raise DeviceConfigError(
             f"{cfg.source}: debug.slow_every: slow_ms and slow_every go together "

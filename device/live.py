@@ -513,11 +513,13 @@ def instrument_spec(cfg: DeviceConfig, args: Any) -> InstrumentSpec:
     )
 
 
-def main_live(args: Any) -> int:
+def main_live(args: Any, open_gpio: Callable | None = None, open_adc: Callable | None = None) -> int:
     """Run the live ALSA loop (``wavae run --config``); returns the exit code.
 
     open (config, PCMs) -> build (instrument, chain) -> run (until ``--seconds``
     or a signal) -> summarize (log, ``--profile`` report, the JSON line).
+    ``open_gpio`` / ``open_adc`` replace the panel's hardware (``start_inputs``):
+    the soak benchmark drives the real panel code through its fakes.
     """
     cfg = build_config(args)
     spec = instrument_spec(cfg, args)
@@ -548,12 +550,14 @@ def main_live(args: Any) -> int:
             dims = switcher.latent_dims()
             inputs = start_inputs(cfg, inst.controls, inst.bundle.path.name, status, bundles=tuple(names),
                                   switch_bundle=switcher.request,
-                                  mapping_latent=max([inst.bundle.latent_dim, *dims.values()]))
+                                  mapping_latent=max([inst.bundle.latent_dim, *dims.values()]),
+                                  open_gpio=open_gpio, open_adc=open_adc)
             stack.callback(inputs.stop)
             switcher.start(chain.engine_step, inputs.actions)
             stack.callback(switcher.stop)  # before the inputs stop: no switch starts while closing
         else:
-            inputs = start_inputs(cfg, inst.controls, inst.bundle.path.name, status)
+            inputs = start_inputs(cfg, inst.controls, inst.bundle.path.name, status,
+                                  open_gpio=open_gpio, open_adc=open_adc)
             stack.callback(inputs.stop)
         actions = inputs.actions
         # mlockall once everything is loaded; notify, watchdog, status file and SIGHUP on their own thread

@@ -243,6 +243,9 @@ def watch_live_loop(
     """
     period = cfg.audio.period_size
     first_period = int(latency["signal_delay_frames"] + latency["worker_frames"]) // period + 1
+    # the engine's and the worker's delays are fixed by construction; the I/O share is measured by the loop
+    fixed_frames = latency["signal_delay_frames"] + latency["worker_frames"]
+    ms_per_frame = 1000.0 / cfg.audio.rate
 
     def progress() -> int:
         st = duplex.stats
@@ -253,6 +256,7 @@ def watch_live_loop(
 
     def facts() -> dict[str, Any]:
         st = duplex.stats
+        measured = round((fixed_frames + st.io_distance) * ms_per_frame, 3) if st.io_distance else None
         return {
             "audio_s": round(st.frames / cfg.audio.rate, 1),
             "periods": st.periods,
@@ -262,6 +266,8 @@ def watch_live_loop(
             "device_lost": st.device_lost,
             "reopens": st.reopens,
             "nan_resets": engine.stats["nan_resets"],
+            "realigns": st.realigns,
+            "latency_measured_ms": measured,  # latency_ms with the I/O share as the loop last measured it
         }
 
     def apply_service(service_cfg) -> None:

@@ -8,7 +8,8 @@ of one):
 - the folder is ``$RUNTIME_DIRECTORY`` (systemd sets it from the unit's
   ``RuntimeDirectory=wavae``: ``/run/wavae``); a run from a shell writes none;
 - what is in it: process id, state, uptime, model and preset, xruns (total and
-  unrecovered), late periods, device losses, latency, CPU load, RSS, the
+  unrecovered), late periods, device losses, latency (as configured, and with
+  the I/O share as the loop measured it last), CPU load, RSS, the
   size of the locked mappings (``VmLck``: with ``MCL_ONFAULT`` more than is
   resident), the SoC temperature where ``/sys/class/thermal`` has one, and the
   service's restart count (kept in the runtime folder, which systemd keeps
@@ -261,7 +262,7 @@ def format_status(st: dict[str, Any]) -> str:
         ("config", str(st.get("config"))),
         ("audio", f"{_fmt(st.get('audio_s'), ' s', 0)} played, threading {st.get('threading')}, "
                   f"realtime {'on' if st.get('realtime') else 'off'}"),
-        ("latency", _fmt(st.get("latency_ms"), " ms")),
+        ("latency", f"{_fmt(st.get('latency_ms'), ' ms')} (measured {_fmt(st.get('latency_measured_ms'), ' ms')})"),
         ("xruns", f"{st.get('xruns')} total, {st.get('xruns_unrecovered')} unrecovered; "
                   f"{st.get('late_periods')} late periods; device lost {st.get('device_lost')} times"),
         ("cpu", f"{_fmt(st.get('cpu_percent'), ' %')} of one core"),

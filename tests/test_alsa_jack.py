@@ -224,7 +224,8 @@ def test_xrun_recovery_keeps_the_start_up_latency(tmp_path, jack, monkeypatch, p
     """Two 50 ms stalls (the `[debug]` fault injector, inline): each is one xrun, and after
     each the frames queued ahead of every write, and the measured distance from capture to
     playback, are what they were at the start: (prefill - 1) and prefill periods, which is
-    what the live summary reports as the I/O share of the round trip.
+    what the live summary reports as the I/O share of the round trip, and what the loop itself
+    measures (``IOStats.io_distance``: the status file's measured latency).
 
     A click is timed only when no xrun came between its sending and its return, and
     no realignment (a drift between the streams that the server caused without an
@@ -250,6 +251,7 @@ def test_xrun_recovery_keeps_the_start_up_latency(tmp_path, jack, monkeypatch, p
     silence = np.zeros((PERIOD, 1), np.float32)
     calls = [0]
     queued = []  # (call, frames queued in playback just before this period is written)
+    distances = []  # (call, the capture -> playback distance the loop measured for this period)
     counters = []  # (xruns, realigns) as each call began
     sent = set()  # calls that wrote a click not yet seen back
     returns = []  # (call the click was sent in, call it came back in, frames from its capture period to its return)
@@ -264,6 +266,7 @@ def test_xrun_recovery_keeps_the_start_up_latency(tmp_path, jack, monkeypatch, p
             returns.append((src, k, (k - src) * PERIOD + int(hit[0])))
             sent.clear()
         queued.append((k, d.playback_queued()))
+        distances.append((k, d.stats.io_distance))  # the loop's own measurement, made before this call
         if k % click_every == 10:
             sent.add(k)
             return click
@@ -297,6 +300,10 @@ def test_xrun_recovery_keeps_the_start_up_latency(tmp_path, jack, monkeypatch, p
     medians = [float(np.median(q[(q[:, 0] >= lo) & (q[:, 0] < hi), 1])) for lo, hi in windows]
     print(f"periods {periods}: frames queued ahead of a write, before/between/after the stalls: {medians}")
     assert medians == [(prefill - 1) * PERIOD] * 3
+    dist = np.array(distances)
+    measured = [float(np.median(dist[(dist[:, 0] >= lo) & (dist[:, 0] < hi), 1])) for lo, hi in windows]
+    print(f"periods {periods}: capture -> playback distance the loop measured, before/between/after: {measured}")
+    assert measured == [prefill * PERIOD] * 3  # what the clicks measure below, and what the status reports
 
     io = d.io_latency()["playback_prefill"]
     print(f"periods {periods}: capture -> playback distance per click: {trips}; reported {io}; "

@@ -53,6 +53,7 @@ def test_example_configs_parse():
         ({"controls": {"bias": [0.0, "x"]}}, "controls.bias: expected a list of at most 512 numbers"),
         ({"controls": {"freeze": "maybe"}}, "controls.freeze:"),
         ({"debug": {"slow_ms": 5.0}}, "debug.slow_every: slow_ms and slow_every go together"),
+        ({"debug": {"stall_every_s": 60.0}}, "debug.stall_every_s: repeats the stall of stall_ms, which is 0"),
         ({"audio": "loud"}, 'audio: expected a [audio] table, got "loud"'),
     ],
 )

@@ -14,18 +14,17 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
 from alsa_helpers import JackServer, alsa_env, jack_pcms, jackd_available
+from service_helpers import NotifySocket
 from wavae.device.config import load_config
 from wavae.device.controls import Controls
 from wavae.device.notify import Notifier, Watchdog, watchdog_interval
@@ -42,51 +41,6 @@ from wavae.device.status import (
 
 RATE, PERIOD = 48000, 256
 WAVAE = [sys.executable, "-m", "wavae.cli"]
-
-
-class NotifySocket:
-    """systemd's end of the notify protocol: a bound datagram socket and what arrived, with arrival times."""
-
-    def __init__(self, name: str | None = None):
-        self.name = name or f"@wavae-test-{uuid.uuid4().hex}"
-        addr = b"\0" + self.name[1:].encode() if self.name.startswith("@") else self.name
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(addr)
-        self.sock.settimeout(0.1)
-        self.messages: list[tuple[float, dict[str, str]]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._recv, daemon=True)
-        self._thread.start()
-
-    def _recv(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data = self.sock.recv(4096)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            fields = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
-            self.messages.append((time.monotonic(), fields))
-
-    def wait_for(self, key: str, value: str = "1", timeout: float = 60.0, after: int = 0) -> tuple[int, float, dict]:
-        """Index, arrival time and fields of the first message from index ``after`` on that has key=value."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for i in range(after, len(self.messages)):
-                t, f = self.messages[i]
-                if f.get(key) == value:
-                    return i, t, f
-            time.sleep(0.02)
-        raise AssertionError(f"no {key}={value} within {timeout} s; got {[f for _, f in self.messages]}")
-
-    def times(self, key: str) -> list[float]:
-        return [t for t, f in self.messages if key in f]
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-        self.sock.close()
 
 
 # ----------------------------------------------------------------------------
@@ -594,3 +548,25 @@ def test_realtime_priority_also_locks_memory_and_the_status_shows_it(tmp_path, t
     assert summary["realtime"] is True and st["realtime"] is True and st["memory_locked"] is True
     assert st["locked_mb"] > 10  # the interpreter, numpy, onnxruntime and the model are resident
     print(f"locked {st['locked_mb']} MB, RSS {st['rss_mb']} MB")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_why is not None, reason=_why or "")
+def test_a_corrupt_preset_at_start_is_moved_aside_and_the_instrument_plays(tmp_path, tiny_bundle, jack, notify_sock):
+    """A power cut left the preset loaded at start half-written: the service starts from [controls],
+    the file is set aside as *.corrupt (so the next start does not trip on it), never a crash loop."""
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    (presets / "evening.json").write_text('{"format": "wavae-preset", "version": 1, "controls": {"scale": ')
+    good = '{"format": "wavae-preset", "version": 1, "name": "other", "bundle": null, "controls": {"scale": 1.5}}'
+    (presets / "other.json").write_text(good)
+    cfg = _write(tmp_path / "d.toml", tiny_bundle, extra=f'[presets]\ndir = "{presets}"\nload = "evening"\n')
+    live = Live(cfg, _service_env(tmp_path, jack, notify_sock, watchdog_usec=None), seconds=2.5)
+    notify_sock.wait_for("READY")
+    code, summary = live.finish()
+    assert code == 0, live.stderr[-3000:]
+    assert sorted(p.name for p in presets.iterdir()) == ["evening.json.corrupt", "other.json"]
+    assert (presets / "other.json").read_text() == good  # a good preset is left alone
+    assert "preset evening skipped" in live.stderr and "starting from [controls]" in live.stderr
+    assert "Traceback" not in live.stderr
+    assert summary["frames"] >= 2 * RATE and summary["engine_stats"]["blocks"] > 0  # it played

@@ -185,6 +185,23 @@ def test_udev_rules_give_the_knob_and_adc_nodes_to_their_groups():
     assert 'GROUP="spi"' in by_kernel["spidev*"] and 'MODE="0660"' in by_kernel["spidev*"]
 
 
+def test_wavae_is_on_the_path_as_a_link_to_the_venvs_script(stage):
+    """`wavae status` in the README works from any shell: /usr/local/bin/wavae names the final venv."""
+    link = stage / "usr/local/bin/wavae"
+    assert link.is_symlink() and str(link.readlink()) == "/opt/wavae/bin/wavae"
+
+
+def test_the_device_venv_gets_what_the_example_configs_turn_on():
+    """The example configs turn on [osc] (which refuses to start without python-osc), [panel] and
+    [midi]: install-device installs the panel extra with the ALSA one."""
+    r = subprocess.run(["make", "-n", "-C", str(ROOT), "install-device", "DESTDIR=/nonexistent"],
+                       capture_output=True, text=True, timeout=60)
+    assert "'.[alsa,panel]'" in r.stdout, r.stdout[-2000:]
+    for name in ("pi4-usb", "pi4-i2s", "jetson-orin-nano"):
+        text = (ROOT / "device/configs" / f"{name}.toml").read_text()
+        assert re.search(r"^\[osc\]", text, re.M), name  # what makes the extra necessary
+
+
 def test_an_existing_device_config_is_never_overwritten(tmp_path):
     mine = "# the technician's own config\n[service]\nlog_level = \"debug\"\n"
     (tmp_path / "etc/wavae").mkdir(parents=True)
