@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from wavae.errors import WavaeError
+from wavae.paths import PathError, input_file
 
 
 class ControlError(WavaeError, ValueError):
@@ -279,8 +280,10 @@ class ControlScript:
     @classmethod
     def load(cls, path: str | Path, controls: Controls) -> "ControlScript":
         path = Path(path)
-        if not path.is_file():
-            raise ControlError(f"control script {path} does not exist")
+        try:
+            input_file(path, "control script")
+        except PathError as e:  # missing, a folder, unreadable: said the one way paths are said
+            raise ControlError(str(e)) from None
         try:
             obj = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:

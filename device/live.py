@@ -75,7 +75,8 @@ the summary counts the events that did so).
 
 Fault injection (``[debug]``, off by default; for tests and measurements):
 ``stall_ms`` / ``stall_at_s`` sleep once inside the processing step once that
-much audio has been processed; ``slow_ms`` / ``slow_every`` add a delay to every
+much audio has been processed, and again every ``stall_every_s`` of audio after
+that when it is set; ``slow_ms`` / ``slow_every`` add a delay to every
 Nth period.  In ``inline`` mode that delays the audio loop (xruns); in
 ``worker`` mode it delays the worker (late periods).
 """
@@ -276,6 +277,7 @@ class FaultInjector:
     def __init__(self, step: Process, debug: DebugConfig, rate: int, period: int):
         self.step, self.debug, self.period = step, debug, period
         self._stall_frame = int(round(debug.stall_at_s * rate)) if debug.stall_ms > 0 else None
+        self._stall_every = int(round(debug.stall_every_s * rate))  # 0: the stall happens once
         self._frame = 0
         self._n = 0
         self.stalls = 0
@@ -283,7 +285,7 @@ class FaultInjector:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         d = self.debug
         if self._stall_frame is not None and self._frame >= self._stall_frame:
-            self._stall_frame = None
+            self._stall_frame = self._stall_frame + self._stall_every if self._stall_every else None
             self.stalls += 1
             log.warning("debug: stalling the processing step for %g ms", d.stall_ms)
             time.sleep(d.stall_ms / 1000.0)

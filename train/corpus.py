@@ -39,9 +39,9 @@ from pathlib import Path
 import mido
 import numpy as np
 import soundfile as sf
-from tqdm import tqdm
 
 from wavae.fileio import atomic_path
+from wavae.progress import Progress
 
 from .data import AudioError, DataError, load_audio
 
@@ -513,8 +513,7 @@ def build_corpus(
         target = minutes * 60.0 / len(DOMAINS)
         render = RENDERERS[domain]
         done, rendered, existing, planned = 0.0, 0, 0, set()
-        bar = tqdm(total=round(target, 1), desc=domain, unit="s", disable=not progress,
-                   bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]")
+        bar = Progress(round(target, 1), domain, "s", enabled=progress)
         with tempfile.TemporaryDirectory(prefix="wavae-corpus-") as tmp:
             i = 0
             while done < target:

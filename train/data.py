@@ -30,11 +30,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import soxr
-from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
 from wavae.errors import WavaeError
 from wavae.paths import PathError, input_file
+from wavae.progress import Progress
 from wavae.fileio import atomic_path, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -248,17 +247,17 @@ class ChunkCache:
             skipped: list[list[str]] = []
             total = 0  # decoded samples, gaps not counted
             gap = np.zeros(round(GAP_SECONDS * sample_rate), np.float32)
-            with os.fdopen(fd, "wb") as sink, logging_redirect_tqdm():
+            with os.fdopen(fd, "wb") as sink, Progress(len(files), "decoding audio", "file") as bar:
                 chunker = _Chunker(chunk, sink)
-                bar = tqdm(files, desc="decoding audio", unit="file")
-                for p in bar:
+                for p in files:
+                    bar.update(1)
                     rel = p.relative_to(folder).as_posix()
                     try:
                         x = load_audio(p, sample_rate)
                     except AudioError as e:
                         log.warning("skipping %s", e)
                         skipped.append([rel, str(e)])
-                        bar.set_postfix(skipped=len(skipped))
+                        bar.set_postfix({"skipped": len(skipped)})
                         continue
                     if total:
                         chunker.feed(gap)

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from wavae.errors import WavaeError
+from wavae.progress import Progress
 
 from .checkpoint import CHECKPOINT, FORMAT_VERSION, RunError, atomic_torch_save, load_checkpoint, write_config
 from .config import Config
@@ -364,10 +365,8 @@ class Trainer:
         if done >= total:
             return history
         bar = None
-        if self.show_progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=total, initial=done, desc=f"train {stage}", unit="step", dynamic_ncols=True)
+        if self.show_progress:  # a terminal: logs get the plain line below every log_every steps
+            bar = Progress(total, f"train {stage}", "step", initial=done)
         every = self.cfg.train.log_every
         since, tick = done, time.perf_counter()
         try:
@@ -377,7 +376,7 @@ class Trainer:
                 step = self.progress[key]
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix({k: f"{v:.3g}" for k, v in losses.items() if k != "loss"})
+                    bar.set_postfix({k: v for k, v in losses.items() if k != "loss"})
                 if self.dist.main and step % every == 0:
                     for k, v in losses.items():
                         self.writer.add_scalar(f"{stage}/{k}", v, step)
@@ -386,7 +385,7 @@ class Trainer:
                     since, tick = step, now
                     lr = self.lr_factor(step - 1) * (self.cfg.train.lr if stage == "vae" else self.cfg.train.vocoder_lr)
                     self.writer.add_scalar(f"{stage}/lr", lr, step)
-                    # a plain line for logs that are files, not terminals (tqdm redraws in place)
+                    # a plain line for logs that are files, not terminals (the bar redraws in place)
                     log.info("%s step %d/%d  %.3f steps/s  lr %.3g  %s", stage, step, total, rate, lr,
                              "  ".join(f"{k} {v:.4g}" for k, v in losses.items()))
                 if step % self.cfg.train.ckpt_every == 0:
