@@ -29,8 +29,12 @@ FIFOs included), one thread; bundles: the ``wavae`` preset fp32, and pruned 0.5
 (x86-fused) activations.  The seed's figure is
 ``streaming.wrapper_ts["1"]["512"].rtf_p50``: 48 kHz in and out, its resampler
 included, block 512 at 24 kHz, one thread.  RTF = p50 wall time per block /
-21.33 ms; the ratio is seed RTF / our RTF, taken within one repeat.  Each figure
-is stored with the 1-minute load average when it was taken.
+21.33 ms; the ratio is seed RTF / our RTF, taken within one repeat.  Both sides
+are timed under the seed harness's protocol (``guarded``: wait for the other
+processes to go quiet, redo a contended run, keep the least contended), 120
+blocks after 20 of warm-up, garbage collector off.  Each figure is stored with
+the 1-minute load average when it was taken and the cores other processes kept
+busy while it was.
 
 Every device-side measurement runs in a fresh subprocess that imports no torch.
 """
@@ -272,8 +276,55 @@ def fixed_cost(bundle_dirs: dict[str, str], rounds: int = 8, calls: int = 30) ->
     return res
 
 
+def _busy_s() -> tuple[float, float, float]:
+    """(wall clock, CPU seconds used by every process since boot, by this process) from /proc."""
+    import resource
+
+    with open("/proc/stat") as f:
+        ticks = [int(v) for v in f.readline().split()[1:]]
+    busy = (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return time.perf_counter(), busy, ru.ru_utime + ru.ru_stime
+
+
+def _other_cores(a, b) -> float:
+    """Cores kept busy by other processes between two ``_busy_s`` readings."""
+    return max(0.0, ((b[1] - a[1]) - (b[2] - a[2])) / max(b[0] - a[0], 1e-9))
+
+
+def guarded(run, wait_s: float = 5.0, attempts: int = 3, quiet: float = 0.1):
+    """``run()`` under the seed harness's protocol (peers/wavae_bench.py), so both sides
+    are timed alike: wait up to ``wait_s`` for other processes to use under ``quiet``
+    cores, run, and redo (up to ``attempts`` times) while others used more meanwhile;
+    keep the least contended attempt.  Returns (result, other cores during it)."""
+    import gc
+
+    best = None
+    for _ in range(attempts):
+        t_end = time.perf_counter() + wait_s
+        while True:
+            a = _busy_s()
+            time.sleep(0.5)
+            if _other_cores(a, _busy_s()) < quiet or time.perf_counter() > t_end:
+                break
+        gc.collect()
+        gc.disable()
+        try:
+            a = _busy_s()
+            result = run()
+            other = _other_cores(a, _busy_s())
+        finally:
+            gc.enable()
+        if best is None or other < best[1]:
+            best = (result, other)
+        if other < quiet:
+            break
+    return best
+
+
 def time_engine(bundle_dir: str, periods: int = 120, warmup: int = 20) -> dict:
-    """Wall and CPU time per ``Engine.process`` call at 48 kHz, periods of 1024 (device side)."""
+    """Wall and CPU time per ``Engine.process`` call at 48 kHz, periods of 1024, timed
+    as the seed's harness times its wrapper (``guarded``) (device side)."""
     import numpy as np
 
     from wavae.device.backends import make_backend
@@ -286,14 +337,20 @@ def time_engine(bundle_dir: str, periods: int = 120, warmup: int = 20) -> dict:
     x = harmonic_notes((periods + warmup + 1) * PERIOD / DEVICE_RATE, DEVICE_RATE, seed=7)[:, None]
     out = np.zeros((PERIOD, 1), np.float32)
     load0 = os.getloadavg()[0]
-    wall, cpu = [], []
-    for k in range(warmup + periods):
-        xi = x[k * PERIOD : (k + 1) * PERIOD]
-        c0, t0 = time.thread_time(), time.perf_counter()
-        eng.process(xi, out=out)
-        if k >= warmup:
-            wall.append(time.perf_counter() - t0)
-            cpu.append(time.thread_time() - c0)
+
+    def run():
+        eng.reset()
+        wall, cpu = [], []
+        for k in range(warmup + periods):
+            xi = x[k * PERIOD : (k + 1) * PERIOD]
+            c0, t0 = time.thread_time(), time.perf_counter()
+            eng.process(xi, out=out)
+            if k >= warmup:
+                wall.append(time.perf_counter() - t0)
+                cpu.append(time.thread_time() - c0)
+        return wall, cpu
+
+    (wall, cpu), other = guarded(run)
     block_ms = 1e3 * PERIOD / DEVICE_RATE
     p50 = float(np.percentile(wall, 50)) * 1e3
     return {
@@ -301,6 +358,7 @@ def time_engine(bundle_dir: str, periods: int = 120, warmup: int = 20) -> dict:
         "p99_ms": float(np.percentile(wall, 99)) * 1e3,
         "cpu_p50_ms": float(np.percentile(cpu, 50)) * 1e3,
         "rtf_p50": p50 / block_ms,
+        "background_cores_during": other,
         "load": [load0, os.getloadavg()[0]],
         "torch_loaded": "torch" in sys.modules,
     }
@@ -453,9 +511,11 @@ def render() -> None:
         labels = list(d["repeats"][0]["ours"])
         lines += [f"## Against the seed's TorchScript wrapper ({key}): commit {d['commit']}, {d['when']}", "",
                   "48 kHz device, block 512 at 24 kHz (21.33 ms), one thread; RTF = p50 wall per block / 21.33 ms; "
-                  "ratio = seed RTF / ours, within a repeat. Load = 1-minute load average on this 2-core machine "
-                  "at the start of each measurement.", "",
-                  "| repeat | seed RTF (load) | " + " | ".join(f"{k} RTF (load) | ratio" for k in labels) + " |",
+                  "ratio = seed RTF / ours, within a repeat. In brackets: the 1-minute load average on this 2-core "
+                  "machine when the measurement started, and the cores other processes kept busy during it "
+                  "(both sides retry up to 3 times and keep the least contended run).", "",
+                  "| repeat | seed RTF (load; others) | " + " | ".join(f"{k} RTF (load; others) | ratio"
+                                                                     for k in labels) + " |",
                   "|---:|---:|" + "---:|---:|" * len(labels)]
         ratios: dict[str, list[float]] = {k: [] for k in labels}
         for i, rep in enumerate(d["repeats"], 1):
@@ -465,8 +525,10 @@ def render() -> None:
                 o = rep["ours"][k]
                 r = s["rtf_p50"] / o["rtf_p50"]
                 ratios[k].append(r)
-                cells.append(f"{o['rtf_p50']:.3f} ({o['load'][0]:.1f}) | **{r:.2f}x**")
-            lines.append(f"| {i} | {s['rtf_p50']:.3f} ({s['load'][0]:.1f}) | " + " | ".join(cells) + " |")
+                cells.append(f"{o['rtf_p50']:.3f} ({o['load'][0]:.1f}; {o['background_cores_during']:.2f}) | "
+                             f"**{r:.2f}x**")
+            lines.append(f"| {i} | {s['rtf_p50']:.3f} ({s['load'][0]:.1f}; {s['background_cores_during']:.2f}) | "
+                         + " | ".join(cells) + " |")
         lines += ["", "Ratio over the repeats: " + "; ".join(
             f"{k} {min(v):.2f}x to {max(v):.2f}x (median {_median(v):.2f}x)" for k, v in ratios.items()), ""]
     lines.append(END)

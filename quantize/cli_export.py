@@ -48,8 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--keep-convs", action="store_true",
-        help="fp32: keep every Conv as exported, to compare on a board (default: convolutions with at most "
-             "4 output samples per call become MatMuls, which onnxruntime runs faster)",
+        help="fp32: keep the graphs as exported, to compare on a board (default: convolutions with at most "
+             "4 output samples per call become MatMuls and summed 1x1 convolutions one, which onnxruntime "
+             "runs faster)",
     )
     parser.add_argument("--force", action="store_true", help="replace an existing bundle (only once the new one is complete)")
 

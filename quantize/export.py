@@ -2,7 +2,7 @@
 
     model --fold (weight norm out, batch norm in)--> EncoderGraph / DecoderGraph
           --torch.onnx.export, opset 17, static shapes--> encoder.onnx, decoder.onnx
-          --fp32: narrow convs as MatMuls (wavae.quantize.lower)
+          --fp32: rewritten for speed (wavae.quantize.lower)
           --or int8 (Q/DQ) or fp16 conversion--> manifest.json --rename--> BUNDLE/
 
 Each graph is one streaming step with its state as explicit inputs and outputs,
@@ -60,7 +60,7 @@ from .bundle import OPSET, graph_opset
 from .fold import fold_model
 from .fp16 import convert_bundle_graphs
 from .int8 import ACTIVATION_TYPES, check_calibration_audio, quantize_bundle_graphs
-from .lower import lower_narrow_convs
+from .lower import lower_graph
 
 
 class ExportError(WavaeError, ValueError):
@@ -125,8 +125,8 @@ def _export_onnx(
     _fold_constants(path)
     # record every intermediate tensor's static shape (the TensorRT checker reads them)
     proto = onnx.shape_inference.infer_shapes(onnx.load(str(path)), check_type=True, strict_mode=True)
-    if lower and lower_narrow_convs(proto):
-        proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+    if lower:
+        lower_graph(proto)
     onnx.save(proto, str(path))
     opset = graph_opset(proto)
     if opset != OPSET:
@@ -173,7 +173,8 @@ def export_graphs(
 ) -> dict[str, GraphInfo]:
     """Write encoder.onnx and decoder.onnx of an already folded model into ``out_dir``;
     return their ``GraphInfo`` (names and shapes from the bundle's graph contract).
-    ``lower``: narrow convs as MatMuls (``wavae.quantize.lower``)."""
+    ``lower``: the rewrites of ``wavae.quantize.lower`` (narrow convs as MatMuls, summed
+    pointwise convs as one)."""
     graphs = bundle_graphs(folded, block, out_dir)
     enc, dec = graphs["encoder"], graphs["decoder"]
     gen = torch.Generator().manual_seed(0)
@@ -258,8 +259,9 @@ def export_bundle(
     replaced only with ``force``, and only once the new bundle is complete.
     ``int8_activations`` is "int8" (symmetric: the Pi's ARM CPU and TensorRT) or
     "uint8" (the form onnxruntime fuses on x86; see wavae.quantize.int8).
-    ``lower`` (fp32 only) writes narrow convs as MatMuls (``wavae.quantize.lower``);
-    False keeps every Conv as exported, to compare the two on a board.
+    ``lower`` (fp32 only) applies the rewrites of ``wavae.quantize.lower`` (narrow
+    convs as MatMuls, summed pointwise convs as one); False keeps the graphs as
+    exported, to compare the two on a board.
     ``progress`` is called ``export_steps(precision)`` times, with what comes next.
 
     Every input is checked here, before anything is written; the CLI only maps
@@ -309,7 +311,7 @@ def export_bundle(
                 quant_info = convert_bundle_graphs(fp32, graphs, progress=progress)
             shutil.rmtree(fp32.path)
         manifest = build_manifest(folded, cfg, block, precision, graphs, tmp, source, quant_info)
-        manifest["export"] = {"fold_max_abs_diff": fold_diff, "narrow_convs_as_matmul": lower}
+        manifest["export"] = {"fold_max_abs_diff": fold_diff, "lowered": lower}
         atomic_write_json(tmp / MANIFEST, manifest)
         _fsync_dir(tmp)
         replace_dir(tmp, out)

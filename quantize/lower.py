@@ -1,15 +1,18 @@
-"""Narrow convolutions as matrix products: a rewrite of the exported fp32 graphs.
+"""Rewrites of the exported fp32 graphs into equivalent standard ONNX that
+onnxruntime runs faster (figures in docs/benchmarks/speed.md).
 
+Narrow convolutions as matrix products
+--------------------------------------
 At one or two latent frames per block, most convolutions of the encoder and of
 the VAE decoder (and the mel front-end's STFT) produce one to four output
 samples.  Each is then a matrix-vector product whose cost is reading its weights
 from memory, not the arithmetic.  onnxruntime's Conv reads the weight matrix as
 stored, for each call; its MatMul with a constant right-hand side re-packs that
 matrix once, when the session is created, into the panels its kernel streams
-through, which reads the same bytes faster (docs/benchmarks/speed.md).
+through, which reads the same bytes faster.
 
-So a Conv whose output is at most ``MAX_COLUMNS`` samples long becomes, in
-standard opset-17 ONNX, the same sums written as a product::
+So a Conv whose output is at most ``MAX_COLUMNS`` samples long becomes the same
+sums written as a product::
 
     x [1, C, L] --Slice (one window per output sample)--> Reshape [1, C*K]
       --Concat (windows as rows)--> [T, C*K] --MatMul W' [C*K, O]--> + bias
@@ -20,13 +23,21 @@ transposed.  A window is ``x[..., t*S : t*S + (K-1)*D + 1 : D]`` (stride S,
 dilation D), flattened in the weight's own (channel, tap) order, so every output
 is the same dot product as before, summed in another order (differences of a
 few float32 roundings).  With one output sample and a window that is the whole
-input, the Slice and the Transpose drop out.
+input, the Slice and the Transpose drop out.  Wider convolutions stay Conv: their
+windows overlap, so the copies of an explicit im2col cost more than the
+re-packed weights save.
+
+Summed pointwise convolutions as one
+------------------------------------
+A MelGAN residual block ends in ``conv1x1_a(h) + conv1x1_b(x)`` (the body's
+last layer and the shortcut).  That is one 1x1 convolution of the two inputs
+stacked on the channel axis, with the two weights side by side and the biases
+summed: ``Conv([h; x], [W_a W_b], b_a + b_b)``, one kernel call and one Concat
+in place of two calls and an Add.
 
 Only plain 1-D convolutions are rewritten: one group, no padding attribute (the
 streaming layers pad with their state, never in the Conv), constant weight and
-bias, batch 1 and static shapes; anything else is left as it is.  Wider
-convolutions stay Conv: their windows overlap, so the copies of an explicit
-im2col cost more than the re-packed weights save.
+bias, batch 1 and static shapes; anything else is left as it is.
 """
 
 from __future__ import annotations
@@ -53,7 +64,8 @@ def _static_shapes(proto) -> dict[str, list[int]]:
     return shapes
 
 
-def _lowerable(node, inits: dict, shapes: dict, max_columns: int) -> bool:
+def _plain_conv(node, inits: dict, shapes: dict) -> bool:
+    """A 1-D Conv of one group, no padding attribute, constant weight and bias, batch 1, static shapes."""
     if node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
         return False
     a = _attrs(node)
@@ -62,8 +74,35 @@ def _lowerable(node, inits: dict, shapes: dict, max_columns: int) -> bool:
     if node.input[1] not in inits or (len(node.input) > 2 and node.input[2] and node.input[2] not in inits):
         return False
     x, y = shapes.get(node.input[0]), shapes.get(node.output[0])
-    w = inits[node.input[1]].dims
-    return x is not None and y is not None and len(w) == 3 and len(x) == 3 and x[0] == 1 and y[2] <= max_columns
+    return x is not None and y is not None and len(inits[node.input[1]].dims) == 3 and len(x) == 3 and x[0] == 1
+
+
+def _replace_nodes(proto, nodes: list, new_inits: list) -> None:
+    """Set the graph's nodes, add ``new_inits``, drop initializers no node reads any more
+    and the stale intermediate shapes (the caller infers them again)."""
+    g = proto.graph
+    del g.node[:]
+    g.node.extend(nodes)
+    g.initializer.extend(new_inits)
+    used = {i for node in g.node for i in node.input}
+    keep = [i for i in g.initializer if i.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    del g.value_info[:]
+
+
+def lower_graph(proto) -> dict[str, int]:
+    """Every rewrite of this module, in place, shapes inferred again after each; returns
+    how many nodes each rewrote.  ``proto`` must carry static shapes."""
+    import onnx
+
+    done = {}
+    for name, rewrite in (("summed_pointwise_convs", merge_summed_pointwise_convs),
+                          ("narrow_convs", lower_narrow_convs)):
+        done[name] = rewrite(proto)
+        if done[name]:
+            proto.CopyFrom(onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True))
+    return done
 
 
 def lower_narrow_convs(proto, max_columns: int = MAX_COLUMNS) -> int:
@@ -85,7 +124,7 @@ def lower_narrow_convs(proto, max_columns: int = MAX_COLUMNS) -> int:
         return name
 
     for n in g.node:
-        if not _lowerable(n, inits, shapes, max_columns):
+        if not (_plain_conv(n, inits, shapes) and shapes[n.output[0]][2] <= max_columns):
             nodes.append(n)
             continue
         a = _attrs(n)
@@ -126,14 +165,57 @@ def lower_narrow_convs(proto, max_columns: int = MAX_COLUMNS) -> int:
         nodes.append(helper.make_node("Reshape", [m, const(f"{p}/out_shape", np.array([1, cout, cols], np.int64))],
                                       [n.output[0]], name=f"{p}/Reshape_out"))
         lowered += 1
-    if not lowered:
-        return 0
-    del g.node[:]
-    g.node.extend(nodes)
-    g.initializer.extend(new_inits)
-    used = {i for node in g.node for i in node.input}
-    keep = [i for i in g.initializer if i.name in used]
-    del g.initializer[:]
-    g.initializer.extend(keep)
-    del g.value_info[:]  # stale for the rewritten tensors; the caller infers shapes again
+    if lowered:
+        _replace_nodes(proto, nodes, new_inits)
     return lowered
+
+
+def merge_summed_pointwise_convs(proto) -> int:
+    """Rewrite, in place, every ``Add(Conv1x1(a), Conv1x1(b))`` whose two convs feed
+    only that Add into one Conv of ``Concat([a, b])`` (see the module docstring);
+    return how many Adds were.  ``proto`` must carry static shapes."""
+    from onnx import helper, numpy_helper
+
+    g = proto.graph
+    inits = {i.name: i for i in g.initializer}
+    shapes = _static_shapes(proto)
+    writers = {o: n for n in g.node for o in n.output}
+    readers: dict[str, int] = {}
+    for i in [i for n in g.node for i in n.input] + [o.name for o in g.output]:
+        readers[i] = readers.get(i, 0) + 1
+
+    def pointwise(t: str):
+        n = writers.get(t)
+        if n is None or not _plain_conv(n, inits, shapes) or readers.get(t) != 1:
+            return None
+        a = _attrs(n)
+        k = inits[n.input[1]].dims[2]
+        return n if k == 1 and a.get("strides", [1]) == [1] and a.get("dilations", [1]) == [1] else None
+
+    merged: dict[int, list] = {}
+    dropped: set[int] = set()
+    new_inits = []
+    for n in g.node:
+        if n.op_type != "Add" or len(n.input) != 2:
+            continue
+        ca, cb = pointwise(n.input[0]), pointwise(n.input[1])
+        if ca is None or cb is None or ca is cb or shapes[ca.output[0]] != shapes[cb.output[0]]:
+            continue
+        p = f"{n.name or n.output[0]}/merged_pointwise"
+        weight = np.concatenate([numpy_helper.to_array(inits[c.input[1]]) for c in (ca, cb)], axis=1)
+        bias = sum(numpy_helper.to_array(inits[c.input[2]]).astype(np.float32) for c in (ca, cb)
+                   if len(c.input) > 2 and c.input[2])
+        ins = [f"{p}/inputs", f"{p}/weight"]
+        new_inits.append(numpy_helper.from_array(np.ascontiguousarray(weight), ins[1]))
+        if not isinstance(bias, int):
+            ins.append(f"{p}/bias")
+            new_inits.append(numpy_helper.from_array(np.asarray(bias, np.float32), ins[2]))
+        merged[id(n)] = [
+            helper.make_node("Concat", [ca.input[0], cb.input[0]], [ins[0]], axis=1, name=f"{p}/Concat"),
+            helper.make_node("Conv", ins, [n.output[0]], name=f"{p}/Conv"),
+        ]
+        dropped |= {id(ca), id(cb)}
+    if merged:
+        nodes = [m for n in g.node if id(n) not in dropped for m in merged.get(id(n), [n])]
+        _replace_nodes(proto, nodes, new_inits)
+    return len(merged)

@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 from wavae.device.bundle import MANIFEST
 from wavae.quantize.bundle import BundleStreamer, verify_bundle_files
 from wavae.quantize.export import export_bundle
-from wavae.quantize.lower import MAX_COLUMNS, lower_narrow_convs
+from wavae.quantize.lower import MAX_COLUMNS, lower_narrow_convs, merge_summed_pointwise_convs
 from wavae.train.config import resolve
 from wavae.train.factory import build_model
 
@@ -91,8 +91,8 @@ def _narrow_convs(path) -> int:
 def test_exported_fp32_bundle_has_no_narrow_conv_and_streams_like_the_plain_one(tiny_pair):
     lowered, plain = tiny_pair
     verify_bundle_files(lowered)  # manifest and sha256 hold for the rewritten files
-    assert json.loads((lowered / MANIFEST).read_text())["export"]["narrow_convs_as_matmul"] is True
-    assert json.loads((plain / MANIFEST).read_text())["export"]["narrow_convs_as_matmul"] is False
+    assert json.loads((lowered / MANIFEST).read_text())["export"]["lowered"] is True
+    assert json.loads((plain / MANIFEST).read_text())["export"]["lowered"] is False
     assert _narrow_convs(plain / "encoder.onnx") > 0
     for g in ("encoder.onnx", "decoder.onnx"):
         assert _narrow_convs(lowered / g) == 0
@@ -100,3 +100,46 @@ def test_exported_fp32_bundle_has_no_narrow_conv_and_streams_like_the_plain_one(
     ref = BundleStreamer(plain).stream(x)
     assert np.abs(ref).max() > 1e-3
     np.testing.assert_allclose(BundleStreamer(lowered).stream(x), ref, rtol=0, atol=1e-5)
+
+
+def _summed_pointwise_graph(bias_a=True, bias_b=True, extra_reader=False, seed=0):
+    rng = np.random.default_rng(seed)
+    inits, nodes = [], []
+    for name, bias in (("a", bias_a), ("b", bias_b)):
+        inits.append(numpy_helper.from_array(rng.standard_normal((5, 4, 1)).astype(np.float32), f"w_{name}"))
+        ins = [f"x_{name}", f"w_{name}"]
+        if bias:
+            inits.append(numpy_helper.from_array(rng.standard_normal(5).astype(np.float32), f"b_{name}"))
+            ins.append(f"b_{name}")
+        nodes.append(helper.make_node("Conv", ins, [f"y_{name}"], name=f"conv_{name}"))
+    nodes.append(helper.make_node("Add", ["y_a", "y_b"], ["y"], name="add"))
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5, 16])]
+    if extra_reader:  # conv a's output is also a graph output: it must stay
+        outputs.append(helper.make_tensor_value_info("y_a", TensorProto.FLOAT, [1, 5, 16]))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4, 16])
+                                           for n in ("x_a", "x_b")], outputs, inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return onnx.shape_inference.infer_shapes(proto, strict_mode=True)
+
+
+def _run2(proto, feeds):
+    return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+@pytest.mark.parametrize("bias_a,bias_b", [(True, True), (True, False), (False, False)])
+def test_summed_pointwise_convs_become_one_conv_with_the_same_output(bias_a, bias_b):
+    proto = _summed_pointwise_graph(bias_a, bias_b)
+    rng = np.random.default_rng(2)
+    feeds = {n: rng.standard_normal((1, 4, 16)).astype(np.float32) for n in ("x_a", "x_b")}
+    before = _run2(proto, feeds)[0]
+    assert merge_summed_pointwise_convs(proto) == 1
+    proto = onnx.shape_inference.infer_shapes(proto, strict_mode=True)
+    onnx.checker.check_model(proto, full_check=True)
+    assert [n.op_type for n in proto.graph.node] == ["Concat", "Conv"]
+    np.testing.assert_allclose(_run2(proto, feeds)[0], before, rtol=1e-5, atol=1e-5)
+
+
+def test_a_pointwise_conv_read_elsewhere_is_not_merged():
+    proto = _summed_pointwise_graph(extra_reader=True)
+    assert merge_summed_pointwise_convs(proto) == 0
+    assert [n.op_type for n in proto.graph.node] == ["Conv", "Conv", "Add"]
