@@ -26,7 +26,8 @@ Ours is the real ``Engine`` at a 48 kHz device rate with periods of 1024 frames
 (one 512-sample block at 24 kHz: the resamplers both ways, controls, guards and
 FIFOs included), one thread; bundles: the ``wavae`` preset fp32, and pruned 0.5
 + int8 with symmetric (the bundle default, ARM and TensorRT) and uint8
-(x86-fused) activations.  The seed's figure is
+(x86-fused) activations; ``--thp`` adds fp32 in a process whose malloc asks for
+transparent huge pages (a deployment setting, ``THP_ENV``).  The seed's figure is
 ``streaming.wrapper_ts["1"]["512"].rtf_p50``: 48 kHz in and out, its resampler
 included, block 512 at 24 kHz, one thread.  RTF = p50 wall time per block /
 21.33 ms; the ratio is seed RTF / our RTF, taken within one repeat.  Both sides
@@ -357,6 +358,7 @@ def time_engine(bundle_dir: str, periods: int = 120, warmup: int = 20) -> dict:
         "p50_ms": p50,
         "p99_ms": float(np.percentile(wall, 99)) * 1e3,
         "cpu_p50_ms": float(np.percentile(cpu, 50)) * 1e3,
+        "cpu_mean_ms": float(np.mean(cpu)) * 1e3,
         "rtf_p50": p50 / block_ms,
         "background_cores_during": other,
         "load": [load0, os.getloadavg()[0]],
@@ -364,13 +366,17 @@ def time_engine(bundle_dir: str, periods: int = 120, warmup: int = 20) -> dict:
     }
 
 
-def device_call(fn: str, *args) -> dict:
-    """Run ``fn(*args)`` of this file in a fresh process without torch; return its result."""
+THP_ENV = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}  # malloc asks for transparent huge pages
+
+
+def device_call(fn: str, *args, env: dict | None = None) -> dict:
+    """Run ``fn(*args)`` of this file in a fresh process without torch, with ``env``
+    added to the environment; return its result."""
     code = (
         "import json, sys; sys.path.insert(0, %r); import bench_speed as B; "
         "print('RESULT' + json.dumps(B.%s(*%r)))" % (str(Path(__file__).parent), fn, args)
     )
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=3600)
     line = next((x for x in r.stdout.splitlines() if x.startswith("RESULT")), None)
     if line is None:
@@ -395,7 +401,9 @@ def run_seed(peer: Path, bench: Path, buffers: int = 120) -> dict:
     s = d
     for k in SEED_RTF_KEY[:-1]:
         s = s[k]
-    return {"rtf_p50": s["rtf_p50"], "p50_ms": s["p50_ms"], "p99_ms": s["p99_ms"],
+    # its CPU time per block, estimated: the share of a core it used while timing x the mean wall time
+    cpu = s["own_cores_during"] * s["mean_ms"] if "own_cores_during" in s else None
+    return {"rtf_p50": s["rtf_p50"], "p50_ms": s["p50_ms"], "p99_ms": s["p99_ms"], "cpu_mean_ms_est": cpu,
             "background_cores_during": s.get("background_cores_during"), "contended": s.get("contended"),
             "load": [load0, os.getloadavg()[0]], "torch": d.get("env", {}).get("torch")}
 
@@ -427,10 +435,12 @@ def part_profile(a) -> dict:
 
 def part_seed(a) -> dict:
     kinds = [("fp32", 512), ("p50-int8", 512), ("p50-int8-u8", 512)]
-    bundles = {k: str(v) for (k, _), v in export_bundles(kinds).items()}
+    bundles = {k: (str(v), None) for (k, _), v in export_bundles(kinds).items()}
+    if a.thp:
+        bundles["fp32, huge pages"] = (bundles["fp32"][0], THP_ENV)
     for spec in a.bundle or []:
         label, _, d = spec.partition("=")
-        bundles[label] = d
+        bundles[label] = (d, None)
     res = _stamp()
     res["repeats"] = []
     for r in range(a.repeats):
@@ -441,7 +451,7 @@ def part_seed(a) -> dict:
             if what == "seed":
                 rep["seed"] = run_seed(Path(a.peer), Path(a.seed_bench))
             else:
-                rep["ours"][what] = device_call("time_engine", bundles[what])
+                rep["ours"][what] = device_call("time_engine", bundles[what][0], env=bundles[what][1])
         line = ", ".join(f"{k} {v['rtf_p50']:.3f} ({rep['seed']['rtf_p50'] / v['rtf_p50']:.2f}x)"
                          for k, v in rep["ours"].items())
         print(f"seed RTF {rep['seed']['rtf_p50']:.3f}; ours {line}", file=sys.stderr, flush=True)
@@ -531,6 +541,14 @@ def render() -> None:
                          + " | ".join(cells) + " |")
         lines += ["", "Ratio over the repeats: " + "; ".join(
             f"{k} {min(v):.2f}x to {max(v):.2f}x (median {_median(v):.2f}x)" for k, v in ratios.items()), ""]
+        cpu = {k: [rep["seed"]["cpu_mean_ms_est"] / rep["ours"][k]["cpu_mean_ms"] for rep in d["repeats"]
+                   if rep["seed"].get("cpu_mean_ms_est") and rep["ours"][k].get("cpu_mean_ms")] for k in labels}
+        if all(cpu.values()):
+            lines += ["The same in CPU time per block (ours: the calling thread's mean; the seed's: the share of a "
+                      "core its process used while timing x its mean wall time), less sensitive to how the "
+                      "scheduler shares the cores: " + "; ".join(
+                          f"{k} {min(v):.2f}x to {max(v):.2f}x (median {_median(v):.2f}x)" for k, v in cpu.items()),
+                      ""]
     lines.append(END)
     text = DOC.read_text() if DOC.exists() else "# Speed\n\n" + BEGIN + "\n" + END + "\n"
     head, _, rest = text.partition(BEGIN)
@@ -552,6 +570,8 @@ def main(argv=None) -> int:
     s.add_argument("--repeats", type=int, default=3)
     s.add_argument("--label", default="seed")
     s.add_argument("--bundle", action="append", help="LABEL=DIR: another 512 bundle timed beside ours")
+    s.add_argument("--thp", action="store_true",
+                   help="also time fp32 with transparent huge pages for malloc (%s)" % THP_ENV["GLIBC_TUNABLES"])
     sub.add_parser("report", help="rewrite speed.md from the JSON files")
     a = ap.parse_args(argv)
     DATA.mkdir(parents=True, exist_ok=True)
