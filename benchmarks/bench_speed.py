@@ -1,6 +1,6 @@
 """Where a streaming step's time goes, and how fast the engine runs against the seed's own code.
 
-    .venv/bin/python benchmarks/bench_speed.py profile --label before|after
+    .venv/bin/python benchmarks/bench_speed.py profile --label before|after [--baseline DIR]
     .venv/bin/python benchmarks/bench_speed.py seed --peer PEER --seed-bench FILE [--repeats 3]
                                              [--bundle LABEL=DIR ...]
     .venv/bin/python benchmarks/bench_speed.py report
@@ -249,7 +249,7 @@ def fixed_cost(bundle_dirs: dict[str, str], rounds: int = 8, calls: int = 30) ->
         for block, d in bundle_dirs.items():
             b = load_bundle(d)
             backends[block] = (make_backend(b, "onnxruntime", threads=1), b)
-        ref = backends[min(backends, key=int)][1]
+        ref = backends[str(min(FIXED_BLOCKS))][1]
         copies = {}
         for name, info in ref.graphs.items():
             p = Path(tmp) / f"copy-{name}.onnx"
@@ -429,7 +429,11 @@ def part_profile(a) -> dict:
     bundles = export_bundles([("fp32", b) for b in FIXED_BLOCKS])
     res = _stamp()
     res["profile"] = device_call("profile_bundle", str(bundles[("fp32", 512)]))
-    res["fixed"] = device_call("fixed_cost", {str(b): str(bundles[("fp32", b)]) for b in FIXED_BLOCKS})
+    dirs = {str(b): str(bundles[("fp32", b)]) for b in FIXED_BLOCKS}
+    if a.baseline:
+        dirs["baseline"] = a.baseline
+        res["baseline"] = a.baseline_label or a.baseline
+    res["fixed"] = device_call("fixed_cost", dirs)
     return res
 
 
@@ -504,6 +508,10 @@ def _profile_section(label: str, d: dict) -> list[str]:
     slope = (t[2048] - t[512]) / (2048 - 512)
     lines += ["", f"A straight line through 512 and 2048: **{t[512] - slope * 512:.2f} ms per call** that does not "
               f"depend on the block, plus {slope * 512:.2f} ms per 512 samples.", ""]
+    if "baseline/encoder" in c:
+        e, dd = c["baseline/encoder"], c["baseline/decoder"]
+        lines += [f"Baseline, {d['baseline']} (block 512), timed in the same rounds: encoder {e:.2f}, decoder "
+                  f"{dd:.2f}, both {e + dd:.2f} ms; this bundle takes **{t[512] / (e + dd):.2f}x** its CPU time.", ""]
     return lines
 
 
@@ -564,6 +572,8 @@ def main(argv=None) -> int:
     sub = ap.add_subparsers(dest="part", required=True)
     p = sub.add_parser("profile", help="per-node profile and fixed cost of a call")
     p.add_argument("--label", required=True, help="before or after (the JSON file's name)")
+    p.add_argument("--baseline", help="a block-512 bundle timed in the same rounds (e.g. one exported before a change)")
+    p.add_argument("--baseline-label", help="what the baseline bundle is, for the report")
     s = sub.add_parser("seed", help="the engine against the seed's TorchScript wrapper, same run")
     s.add_argument("--peer", required=True, help="folder with the seed's wavae/, venv/ and work/ (peers/README.md)")
     s.add_argument("--seed-bench", required=True, help="shared/peers/wavae_bench.py")
