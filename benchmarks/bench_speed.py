@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/bench_speed.py profile --label before|after [--baseline DIR]
     .venv/bin/python benchmarks/bench_speed.py seed --peer PEER --seed-bench FILE [--repeats 3]
                                              [--bundle LABEL=DIR ...]
+    .venv/bin/python benchmarks/bench_speed.py interleaved --peer PEER --seed-bench FILE [--repeats 3]
+                                             [--blocks 200] [--bundle LABEL=DIR ...]
     .venv/bin/python benchmarks/bench_speed.py report
 
 The parts write JSON under docs/benchmarks/speed/; ``report`` (and every part,
@@ -37,7 +39,16 @@ blocks after 20 of warm-up, garbage collector off.  Each figure is stored with
 the 1-minute load average when it was taken and the cores other processes kept
 busy while it was.
 
-Every device-side measurement runs in a fresh subprocess that imports no torch.
+``interleaved``: the same comparison with the seed's wrapper and our engine
+called in turn, block after block, in one process (the seed's venv, which then
+needs onnxruntime and soxr; the wrapper built by the harness's own functions,
+our device package imported from this checkout): both sides meet the same
+outside load at the same moments, and both CPU times are the calling thread's.
+Run-to-run swings of the separate-process ratio (2x to 8x within an hour on
+this shared machine) are what this answers.
+
+Every device-side measurement of ``profile`` and ``seed`` runs in a fresh
+subprocess that imports no torch.
 """
 
 from __future__ import annotations
@@ -408,6 +419,82 @@ def run_seed(peer: Path, bench: Path, buffers: int = 120) -> dict:
             "load": [load0, os.getloadavg()[0]], "torch": d.get("env", {}).get("torch")}
 
 
+# The seed's TorchScript wrapper and our engine in one process, block by block.  This runs
+# in the seed's venv (torch 2.13 and the seed's dependencies; onnxruntime and soxr added),
+# builds the wrapper with the shared harness's own functions (the harness module applies
+# its run-time patches on import) and imports our device package from this checkout.
+INTERLEAVED_DRIVER = r"""
+import gc, importlib.util, json, os, sys, time
+root, bench, peer, blocks, bundles = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), json.loads(sys.argv[5])
+for name, sub in (("wavae", "wavae"), ("wavae.device", "device"), ("wavae.device.backends", "device/backends")):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(root, sub, "__init__.py"),
+                                                  submodule_search_locations=[os.path.join(root, sub)])
+    sys.modules[name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sys.modules[name])
+sys.argv = [bench, "--wavae-dir", os.path.join(peer, "wavae"), "--work-dir", os.path.join(peer, "work"),
+            "--parts", "streaming", "--buffers", "512", "--threads", "1"]
+sys.path.insert(0, os.path.dirname(bench))
+import numpy as np
+import torch
+import wavae_bench as W
+from wavae.device.backends import make_backend
+from wavae.device.bundle import load_bundle
+from wavae.device.engine import Engine
+from wavae.signals import harmonic_notes
+W.prepare_runs(0)
+wrapper = W.build_wrapper(512, True)
+torch.set_num_threads(1)
+P, R = 1024, 48000
+g = torch.Generator().manual_seed(7)
+x_seed = [0.1 * torch.randn(1, P, generator=g) for _ in range(blocks)]
+x_ours = harmonic_notes((blocks + 1) * P / R, R, seed=7)[:, None]
+out = np.zeros((P, 1), np.float32)
+steps = {"seed": lambda k: wrapper.decode(wrapper.encode(x_seed[k]))}
+for label, path in bundles.items():
+    b = load_bundle(path)
+    eng = Engine(b, make_backend(b, "onnxruntime", threads=1), device_rate=R, period=P)
+    steps[label] = lambda k, eng=eng: eng.process(x_ours[k * P:(k + 1) * P], out=out)
+names = list(steps)
+for k in range(20):
+    for n in names:
+        steps[n](k % blocks)
+wall = {n: [] for n in names}
+cpu = {n: [] for n in names}
+load0 = os.getloadavg()[0]
+gc.collect(); gc.disable()
+for k in range(blocks):
+    order = names if k % 2 == 0 else names[::-1]
+    for n in order:
+        c0, t0 = time.thread_time(), time.perf_counter()
+        steps[n](k)
+        wall[n].append(time.perf_counter() - t0)
+        cpu[n].append(time.thread_time() - c0)
+gc.enable()
+print("RESULT" + json.dumps({"wall": wall, "cpu": cpu, "load": [load0, os.getloadavg()[0]],
+                             "torch": torch.__version__}))
+"""
+
+
+def run_interleaved(peer: Path, bench: Path, bundles: dict[str, str], blocks: int) -> dict:
+    """One run of ``INTERLEAVED_DRIVER``: per-block wall and CPU ms of the seed and of each bundle."""
+    import numpy as np
+
+    r = subprocess.run([str(peer / "venv" / "bin" / "python"), "-c", INTERLEAVED_DRIVER, str(ROOT), str(bench),
+                        str(peer), str(blocks), json.dumps(bundles)],
+                       capture_output=True, text=True, timeout=3600, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    line = next((x for x in r.stdout.splitlines() if x.startswith("RESULT")), None)
+    if line is None:
+        raise RuntimeError(f"the interleaved run failed:\n{r.stderr[-3000:]}")
+    d = json.loads(line[len("RESULT"):])
+    block_ms = 1e3 * PERIOD / DEVICE_RATE
+    res = {"load": d["load"], "torch": d["torch"], "blocks": blocks, "by": {}}
+    for n in d["wall"]:
+        w, c = 1e3 * np.array(d["wall"][n]), 1e3 * np.array(d["cpu"][n])
+        res["by"][n] = {"p50_ms": float(np.median(w)), "p99_ms": float(np.percentile(w, 99)),
+                        "cpu_p50_ms": float(np.median(c)), "rtf_p50": float(np.median(w)) / block_ms}
+    return res
+
+
 # ----------------------------------------------------------------------------- parts
 def _git_commit() -> str:
     r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
@@ -460,6 +547,26 @@ def part_seed(a) -> dict:
                          for k, v in rep["ours"].items())
         print(f"seed RTF {rep['seed']['rtf_p50']:.3f}; ours {line}", file=sys.stderr, flush=True)
         res["repeats"].append(rep)
+    return res
+
+
+def part_interleaved(a) -> dict:
+    kinds = [("fp32", 512), ("p50-int8", 512), ("p50-int8-u8", 512)]
+    bundles = {k: str(v) for (k, _), v in export_bundles(kinds).items()}
+    for spec in a.bundle or []:
+        label, _, d = spec.partition("=")
+        bundles[label] = d
+    res = _stamp()
+    res["runs"] = []
+    for r in range(a.repeats):
+        print(f"interleaved run {r + 1}/{a.repeats}", file=sys.stderr, flush=True)
+        run = run_interleaved(Path(a.peer), Path(a.seed_bench), bundles, a.blocks)
+        seed = run["by"]["seed"]
+        print("  " + ", ".join(f"{k} RTF {v['rtf_p50']:.3f} ({seed['rtf_p50'] / v['rtf_p50']:.2f}x, "
+                               f"CPU {seed['cpu_p50_ms'] / v['cpu_p50_ms']:.2f}x)"
+                               for k, v in run["by"].items() if k != "seed")
+              + f"; seed RTF {seed['rtf_p50']:.3f}", file=sys.stderr, flush=True)
+        res["runs"].append(run)
     return res
 
 
@@ -557,6 +664,35 @@ def render() -> None:
                       "scheduler shares the cores: " + "; ".join(
                           f"{k} {min(v):.2f}x to {max(v):.2f}x (median {_median(v):.2f}x)" for k, v in cpu.items()),
                       ""]
+    for key in sorted(k for k in files if k.startswith("interleaved")):
+        d = files[key]
+        labels = [k for k in d["runs"][0]["by"] if k != "seed"]
+        lines += [f"## Against the seed, block by block in one process ({key}): commit {d['commit']}, {d['when']}", "",
+                  "The seed's TorchScript wrapper and our engine (48 kHz, periods of 1024 = one 512-sample block "
+                  "at 24 kHz, one thread) called in turn, block after block, in one process, "
+                  f"{d['runs'][0]['blocks']} blocks each per run: a burst of outside load hits both alike. "
+                  "RTF = p50 wall per block / 21.33 ms; CPU = the thread's CPU time per block (p50), measured "
+                  "the same way for both. Ratios = seed / ours.", "",
+                  "| run | load | seed RTF | seed CPU ms | " + " | ".join(
+                      f"{k} RTF | ratio | CPU ms | CPU ratio" for k in labels) + " |",
+                  "|---:|---:|---:|---:|" + "---:|---:|---:|---:|" * len(labels)]
+        wall_r: dict[str, list[float]] = {k: [] for k in labels}
+        cpu_r: dict[str, list[float]] = {k: [] for k in labels}
+        for i, run in enumerate(d["runs"], 1):
+            s = run["by"]["seed"]
+            cells = []
+            for k in labels:
+                o = run["by"][k]
+                wall_r[k].append(s["rtf_p50"] / o["rtf_p50"])
+                cpu_r[k].append(s["cpu_p50_ms"] / o["cpu_p50_ms"])
+                cells.append(f"{o['rtf_p50']:.3f} | **{wall_r[k][-1]:.2f}x** | {o['cpu_p50_ms']:.2f} | "
+                             f"{cpu_r[k][-1]:.2f}x")
+            lines.append(f"| {i} | {run['load'][0]:.1f} | {s['rtf_p50']:.3f} | {s['cpu_p50_ms']:.2f} | "
+                         + " | ".join(cells) + " |")
+        lines += ["", "Over the runs (min to max, median): " + "; ".join(
+            f"{k}: RTF ratio {min(wall_r[k]):.2f}x to {max(wall_r[k]):.2f}x ({_median(wall_r[k]):.2f}x), "
+            f"CPU ratio {min(cpu_r[k]):.2f}x to {max(cpu_r[k]):.2f}x ({_median(cpu_r[k]):.2f}x)"
+            for k in labels), ""]
     lines.append(END)
     text = DOC.read_text() if DOC.exists() else "# Speed\n\n" + BEGIN + "\n" + END + "\n"
     head, _, rest = text.partition(BEGIN)
@@ -582,6 +718,13 @@ def main(argv=None) -> int:
     s.add_argument("--bundle", action="append", help="LABEL=DIR: another 512 bundle timed beside ours")
     s.add_argument("--thp", action="store_true",
                    help="also time fp32 with transparent huge pages for malloc (%s)" % THP_ENV["GLIBC_TUNABLES"])
+    i = sub.add_parser("interleaved", help="the seed's wrapper and our engine alternating block by block, one process")
+    i.add_argument("--peer", required=True, help="folder with the seed's wavae/, venv/ and work/ (peers/README.md)")
+    i.add_argument("--seed-bench", required=True, help="shared/peers/wavae_bench.py")
+    i.add_argument("--repeats", type=int, default=3)
+    i.add_argument("--blocks", type=int, default=200)
+    i.add_argument("--label", default="interleaved")
+    i.add_argument("--bundle", action="append", help="LABEL=DIR: another 512 bundle timed beside ours")
     sub.add_parser("report", help="rewrite speed.md from the JSON files")
     a = ap.parse_args(argv)
     DATA.mkdir(parents=True, exist_ok=True)
@@ -589,6 +732,8 @@ def main(argv=None) -> int:
         (DATA / f"profile-{a.label}.json").write_text(json.dumps(part_profile(a), indent=1))
     elif a.part == "seed":
         (DATA / f"{a.label}.json").write_text(json.dumps(part_seed(a), indent=1))
+    elif a.part == "interleaved":
+        (DATA / f"{a.label}.json").write_text(json.dumps(part_interleaved(a), indent=1))
     render()
     print(f"wrote {DOC}")
     return 0
