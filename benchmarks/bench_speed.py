@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/bench_speed.py seed --peer PEER --seed-bench FILE [--repeats 3]
                                              [--bundle LABEL=DIR ...]
     .venv/bin/python benchmarks/bench_speed.py interleaved --peer PEER --seed-bench FILE [--repeats 3]
-                                             [--blocks 200] [--bundle LABEL=DIR ...]
+                                             [--blocks 200] [--baseline LABEL=DIR ...]
     .venv/bin/python benchmarks/bench_speed.py report
 
 The parts write JSON under docs/benchmarks/speed/; ``report`` (and every part,
@@ -44,6 +44,8 @@ called in turn, block after block, in one process (the seed's venv, which then
 needs onnxruntime and soxr; the wrapper built by the harness's own functions,
 our device package imported from this checkout): both sides meet the same
 outside load at the same moments, and both CPU times are the calling thread's.
+Bundles as in ``seed``, plus fp32 on 4 KiB pages (``huge_pages=False``) and any
+``--baseline`` bundle (also on 4 KiB pages, as the backend ran before).
 Run-to-run swings of the separate-process ratio (2x to 8x within an hour on
 this shared machine) are what this answers.
 
@@ -450,11 +452,16 @@ x_seed = [0.1 * torch.randn(1, P, generator=g) for _ in range(blocks)]
 x_ours = harmonic_notes((blocks + 1) * P / R, R, seed=7)[:, None]
 out = np.zeros((P, 1), np.float32)
 steps = {"seed": lambda k: wrapper.decode(wrapper.encode(x_seed[k]))}
-for label, path in bundles.items():
+described = {}
+# backends on 4 KiB pages first: memory freed while a later session loads could otherwise land
+# them inside a range an earlier backend put on huge pages
+for label, (path, options) in sorted(bundles.items(), key=lambda kv: kv[1][1].get("huge_pages", True)):
     b = load_bundle(path)
-    eng = Engine(b, make_backend(b, "onnxruntime", threads=1), device_rate=R, period=P)
+    be = make_backend(b, "onnxruntime", threads=1, **options)
+    described[label] = be.describe()
+    eng = Engine(b, be, device_rate=R, period=P)
     steps[label] = lambda k, eng=eng: eng.process(x_ours[k * P:(k + 1) * P], out=out)
-names = list(steps)
+names = ["seed"] + list(bundles)
 for k in range(20):
     for n in names:
         steps[n](k % blocks)
@@ -471,12 +478,13 @@ for k in range(blocks):
         cpu[n].append(time.thread_time() - c0)
 gc.enable()
 print("RESULT" + json.dumps({"wall": wall, "cpu": cpu, "load": [load0, os.getloadavg()[0]],
-                             "torch": torch.__version__}))
+                             "torch": torch.__version__, "backends": described}))
 """
 
 
-def run_interleaved(peer: Path, bench: Path, bundles: dict[str, str], blocks: int) -> dict:
-    """One run of ``INTERLEAVED_DRIVER``: per-block wall and CPU ms of the seed and of each bundle."""
+def run_interleaved(peer: Path, bench: Path, bundles: dict[str, tuple[str, dict]], blocks: int) -> dict:
+    """One run of ``INTERLEAVED_DRIVER``: per-block wall and CPU ms of the seed and of each
+    bundle (label -> (bundle dir, backend options))."""
     import numpy as np
 
     r = subprocess.run([str(peer / "venv" / "bin" / "python"), "-c", INTERLEAVED_DRIVER, str(ROOT), str(bench),
@@ -487,7 +495,7 @@ def run_interleaved(peer: Path, bench: Path, bundles: dict[str, str], blocks: in
         raise RuntimeError(f"the interleaved run failed:\n{r.stderr[-3000:]}")
     d = json.loads(line[len("RESULT"):])
     block_ms = 1e3 * PERIOD / DEVICE_RATE
-    res = {"load": d["load"], "torch": d["torch"], "blocks": blocks, "by": {}}
+    res = {"load": d["load"], "torch": d["torch"], "blocks": blocks, "backends": d["backends"], "by": {}}
     for n in d["wall"]:
         w, c = 1e3 * np.array(d["wall"][n]), 1e3 * np.array(d["cpu"][n])
         res["by"][n] = {"p50_ms": float(np.median(w)), "p99_ms": float(np.percentile(w, 99)),
@@ -552,10 +560,11 @@ def part_seed(a) -> dict:
 
 def part_interleaved(a) -> dict:
     kinds = [("fp32", 512), ("p50-int8", 512), ("p50-int8-u8", 512)]
-    bundles = {k: str(v) for (k, _), v in export_bundles(kinds).items()}
-    for spec in a.bundle or []:
+    bundles = {k: (str(v), {}) for (k, _), v in export_bundles(kinds).items()}
+    bundles["fp32, 4 KiB pages"] = (bundles["fp32"][0], {"huge_pages": False})
+    for spec in a.baseline or []:
         label, _, d = spec.partition("=")
-        bundles[label] = d
+        bundles[label] = (d, {"huge_pages": False})
     res = _stamp()
     res["runs"] = []
     for r in range(a.repeats):
@@ -724,7 +733,8 @@ def main(argv=None) -> int:
     i.add_argument("--repeats", type=int, default=3)
     i.add_argument("--blocks", type=int, default=200)
     i.add_argument("--label", default="interleaved")
-    i.add_argument("--bundle", action="append", help="LABEL=DIR: another 512 bundle timed beside ours")
+    i.add_argument("--baseline", action="append",
+                   help="LABEL=DIR: another 512 bundle timed beside ours, on 4 KiB pages as the backend ran before")
     sub.add_parser("report", help="rewrite speed.md from the JSON files")
     a = ap.parse_args(argv)
     DATA.mkdir(parents=True, exist_ok=True)

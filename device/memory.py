@@ -142,7 +142,7 @@ def advise_huge_pages(before: dict[int, int], madvise=None) -> HugePages:
         advised += hi - lo
         err = madvise(lo, hi - lo, MADV_COLLAPSE)
         if err:
-            # EINVAL: a kernel before 6.1; the background thread collapses the pages later
-            notes.add("no MADV_COLLAPSE in this kernel: collapsed later" if err == errno.EINVAL
-                      else f"collapse incomplete: {os.strerror(err)}")
+            # EINVAL also where the kernel predates MADV_COLLAPSE (6.1); advised memory is
+            # collapsed later by the kernel's background thread either way
+            notes.add(f"part not collapsed now ({errno.errorcode.get(err, err)}): the kernel collapses it later")
     return HugePages(advised, anon_huge_bytes(), "; ".join(sorted(notes)) or None)

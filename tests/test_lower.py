@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 from wavae.device.bundle import MANIFEST
 from wavae.quantize.bundle import BundleStreamer, verify_bundle_files
 from wavae.quantize.export import export_bundle
-from wavae.quantize.lower import MAX_COLUMNS, lower_narrow_convs, merge_summed_pointwise_convs
+from wavae.quantize.lower import MAX_COLUMNS, lower_matrix_einsums, lower_narrow_convs, merge_summed_pointwise_convs
 from wavae.train.config import resolve
 from wavae.train.factory import build_model
 
@@ -143,3 +143,29 @@ def test_a_pointwise_conv_read_elsewhere_is_not_merged():
     proto = _summed_pointwise_graph(extra_reader=True)
     assert merge_summed_pointwise_convs(proto) == 0
     assert [n.op_type for n in proto.graph.node] == ["Conv", "Conv", "Add"]
+
+
+@pytest.mark.parametrize("equation", ["dk,ndt->nkt", "dk,nkt->ndt", "ab,nbt->nat"])
+def test_matrix_einsum_becomes_a_matmul_with_the_same_output(equation):
+    rng = np.random.default_rng(3)
+    m = rng.standard_normal((6, 6)).astype(np.float32)  # square, as the PCA rotation: both forms apply
+    node = helper.make_node("Einsum", ["m", "x"], ["y"], equation=equation, name="einsum")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 3])],
+                              [numpy_helper.from_array(m, "m")])
+    proto = onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    x = rng.standard_normal((1, 6, 3)).astype(np.float32)
+    before = _run(proto, x)
+    assert lower_matrix_einsums(proto) == 1
+    assert [n.op_type for n in proto.graph.node] == ["MatMul"]
+    np.testing.assert_allclose(_run(proto, x), before, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(before[0], np.einsum(equation, m, x[0:1])[0], rtol=1e-5, atol=1e-5)
+
+
+def test_an_einsum_of_two_activations_stays():
+    node = helper.make_node("Einsum", ["a", "x"], ["y"], equation="dk,ndt->nkt")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("a", TensorProto.FLOAT, [6, 6]),
+                                            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 3])])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert lower_matrix_einsums(proto) == 0 and [n.op_type for n in proto.graph.node] == ["Einsum"]
