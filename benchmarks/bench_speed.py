@@ -5,6 +5,7 @@
                                              [--bundle LABEL=DIR ...]
     .venv/bin/python benchmarks/bench_speed.py interleaved --peer PEER --seed-bench FILE [--repeats 3]
                                              [--blocks 200] [--baseline LABEL=DIR ...]
+    .venv/bin/python benchmarks/bench_speed.py latency [--steps 600] [--onsets 40] [--prefill-periods 2]
     .venv/bin/python benchmarks/bench_speed.py report
 
 The parts write JSON under docs/benchmarks/speed/; ``report`` (and every part,
@@ -48,6 +49,10 @@ Bundles as in ``seed``, plus fp32 on 4 KiB pages (``huge_pages=False``) and any
 ``--baseline`` bundle (also on 4 KiB pages, as the backend ran before).
 Run-to-run swings of the separate-process ratio (2x to 8x within an hour on
 this shared machine) are what this answers.
+
+``latency``: action-to-sound of the `lowlatency` preset's timing, measured with
+``wavae profile``'s onsets on a `lowlatency-tiny` model trained for a minute
+(`LATENCY_RUNS`: the device rates and periods), with the ALSA pre-fill added.
 
 Every device-side measurement of ``profile`` and ``seed`` runs in a fresh
 subprocess that imports no torch.
@@ -579,6 +584,69 @@ def part_interleaved(a) -> dict:
     return res
 
 
+LATENCY_RUNS = [(24000, (32, 64)), (48000, (64,))]  # device rate, periods (device frames)
+
+
+def train_lowlatency_tiny(workdir: Path, steps: int) -> Path:
+    """The `lowlatency` preset's timing with `tiny`'s widths, trained ``steps`` + ``steps``
+    steps on generated notes (about a minute here) and exported at one latent frame
+    per block: a model whose output follows its input's onsets."""
+    import numpy as np
+    import torch
+
+    from wavae.quantize.export import export_bundle
+    from wavae.signals import harmonic_notes
+    from wavae.train.config import resolve
+    from wavae.train.trainer import Trainer
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    cfg = resolve("lowlatency-tiny")
+    x = np.concatenate([harmonic_notes(3.0, cfg.frontend.sample_rate, seed=i) for i in range(4)])
+    chunks = x[: x.size // cfg.train.chunk * cfg.train.chunk].reshape(-1, cfg.train.chunk)
+    tr = Trainer(cfg, workdir / "run-lowlatency-tiny", chunks, show_progress=False)
+    tr.start(resume=False)
+    tr.fit("all", steps)
+    tr.close()
+    return export_bundle(tr.model.eval(), cfg, workdir / "lowlatency-tiny", block=cfg.frame, force=True)
+
+
+def part_latency(a) -> dict:
+    import numpy as np
+
+    work = CACHE / "latency"
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"training lowlatency-tiny for {a.steps} + {a.steps} steps", file=sys.stderr, flush=True)
+    bundle = train_lowlatency_tiny(work, a.steps)
+    res = _stamp()
+    res.update({"steps": a.steps, "onsets": a.onsets, "prefill_periods": a.prefill_periods, "configs": []})
+    for rate, periods in LATENCY_RUNS:
+        cmd = [sys.executable, "-c",
+               "import sys; sys.modules['torch'] = None; from wavae.cli import main; sys.exit(main(sys.argv[1:]))",
+               "profile", "--bundle", str(bundle), "--threads", "1", "--period", *map(str, periods),
+               "--device-rate", str(rate), "--prefill-periods", str(a.prefill_periods), "--seconds", "6",
+               "--onsets", str(a.onsets), "--report", str(work / f"report-{rate}"), "--json"]
+        load0 = os.getloadavg()[0]
+        r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"))
+        if r.returncode:
+            raise RuntimeError(f"wavae profile failed:\n{r.stderr[-3000:]}")
+        for c in json.loads(r.stdout)["configs"]:
+            lat, b = c["latency"], c["budget"]
+            ms = [1e3 * o["latency_samples"] / c["device_rate"] for o in lat["onsets"] if o["latency_samples"] is not None]
+            res["configs"].append({
+                "device_rate": c["device_rate"], "period": b["period"], "load": load0,
+                "onsets_detected": lat["onsets_detected"], "onsets_total": lat["onsets_total"],
+                "measured_p50_ms": float(np.percentile(ms, 50)) if ms else None,
+                "measured_p99_ms": float(np.percentile(ms, 99)) if ms else None,
+                "declared": {k: lat["declared"][k] for k in ("total_ms", "resampler_ms", "algorithmic_ms", "buffering_ms")},
+                "alsa_ms": b["alsa_buffering_ms"], "compute_p99_ms": b["compute_p99_ms"],
+                "compute_budget_ms": b["compute_budget_ms"],
+                "graph": {k: c["graph"][k] for k in ("p50_ms", "p99_ms", "misses", "count")},
+                "engine": {k: c["engine"][k] for k in ("p50_ms", "p99_ms", "misses", "count")},
+            })
+    return res
+
+
 # ----------------------------------------------------------------------------- report
 def _median(v):
     v = sorted(v)
@@ -702,6 +770,33 @@ def render() -> None:
             f"{k}: RTF ratio {min(wall_r[k]):.2f}x to {max(wall_r[k]):.2f}x ({_median(wall_r[k]):.2f}x), "
             f"CPU ratio {min(cpu_r[k]):.2f}x to {max(cpu_r[k]):.2f}x ({_median(cpu_r[k]):.2f}x)"
             for k in labels), ""]
+    if "latency" in files:
+        d = files["latency"]
+        lines += [f"## Action-to-sound: `lowlatency` timing, commit {d['commit']}, {d['when']}", "",
+                  f"`lowlatency-tiny` (the `lowlatency` preset's rate, hop, window, frame and vocoder ratios with "
+                  f"`tiny`'s widths) trained {d['steps']} + {d['steps']} steps on generated notes, one latent frame "
+                  f"(128 samples, 5.33 ms at 24 kHz) per block, fp32, one thread; `wavae profile` with "
+                  f"{d['onsets']} onsets. *Measured* is the model side (the engine's period + FIFO, "
+                  f"`n + P - t` per onset); action-to-sound adds the ALSA queue, "
+                  f"({d['prefill_periods']} - 1) periods of pre-fill. Jitter = p99 - p50 over the onsets. "
+                  "Compute must fit that queue: its p99 against the budget. Load = 1-minute load average.", "",
+                  "| device rate | period | load | declared (resampler + algorithmic + buffering) ms | ALSA ms | "
+                  "measured p50 / p99 ms | jitter ms | action-to-sound p50 / p99 ms | graph p50 / p99 ms | "
+                  "engine p99 ms vs budget | engine calls over their period |",
+                  "|---:|---:|---:|---|---:|---|---:|---|---|---|---|"]
+        for c in d["configs"]:
+            dec, p50, p99 = c["declared"], c["measured_p50_ms"], c["measured_p99_ms"]
+            meas = f"{p50:.2f} / {p99:.2f}" if p50 is not None else "-"
+            jit = f"{p99 - p50:.2f}" if p50 is not None else "-"
+            a2s = f"**{p50 + c['alsa_ms']:.2f} / {p99 + c['alsa_ms']:.2f}**" if p50 is not None else "-"
+            e, gr = c["engine"], c["graph"]
+            lines.append(
+                f"| {c['device_rate']} | {c['period']} ({1e3 * c['period'] / c['device_rate']:.2f} ms) | "
+                f"{c['load']:.1f} | {dec['total_ms']:.2f} ({dec['resampler_ms']:.2f} + {dec['algorithmic_ms']:.2f} + "
+                f"{dec['buffering_ms']:.2f}) | {c['alsa_ms']:.2f} | {meas} | {jit} | {a2s} | "
+                f"{gr['p50_ms']:.2f} / {gr['p99_ms']:.2f} | {c['compute_p99_ms']:.2f} vs {c['compute_budget_ms']:.2f} | "
+                f"{e['misses']} of {e['count']} |")
+        lines.append("")
     lines.append(END)
     text = DOC.read_text() if DOC.exists() else "# Speed\n\n" + BEGIN + "\n" + END + "\n"
     head, _, rest = text.partition(BEGIN)
@@ -735,6 +830,10 @@ def main(argv=None) -> int:
     i.add_argument("--label", default="interleaved")
     i.add_argument("--baseline", action="append",
                    help="LABEL=DIR: another 512 bundle timed beside ours, on 4 KiB pages as the backend ran before")
+    lt = sub.add_parser("latency", help="action-to-sound of a briefly trained lowlatency-tiny model")
+    lt.add_argument("--steps", type=int, default=600, help="training steps per stage")
+    lt.add_argument("--onsets", type=int, default=40)
+    lt.add_argument("--prefill-periods", type=int, default=2)
     sub.add_parser("report", help="rewrite speed.md from the JSON files")
     a = ap.parse_args(argv)
     DATA.mkdir(parents=True, exist_ok=True)
@@ -742,6 +841,8 @@ def main(argv=None) -> int:
         (DATA / f"profile-{a.label}.json").write_text(json.dumps(part_profile(a), indent=1))
     elif a.part == "seed":
         (DATA / f"{a.label}.json").write_text(json.dumps(part_seed(a), indent=1))
+    elif a.part == "latency":
+        (DATA / "latency.json").write_text(json.dumps(part_latency(a), indent=1))
     elif a.part == "interleaved":
         (DATA / f"{a.label}.json").write_text(json.dumps(part_interleaved(a), indent=1))
     render()
