@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_speed.py profile --label before|after [--baseline DIR]
     .venv/bin/python benchmarks/bench_speed.py seed --peer PEER --seed-bench FILE [--repeats 3]
-                                             [--bundle LABEL=DIR ...]
+                                             [--baseline LABEL=DIR ...]
     .venv/bin/python benchmarks/bench_speed.py interleaved --peer PEER --seed-bench FILE [--repeats 3]
                                              [--blocks 200] [--baseline LABEL=DIR ...]
     .venv/bin/python benchmarks/bench_speed.py latency [--steps 600] [--onsets 40] [--prefill-periods 2]
@@ -29,8 +29,8 @@ Ours is the real ``Engine`` at a 48 kHz device rate with periods of 1024 frames
 (one 512-sample block at 24 kHz: the resamplers both ways, controls, guards and
 FIFOs included), one thread; bundles: the ``wavae`` preset fp32, and pruned 0.5
 + int8 with symmetric (the bundle default, ARM and TensorRT) and uint8
-(x86-fused) activations; ``--thp`` adds fp32 in a process whose malloc asks for
-transparent huge pages (a deployment setting, ``THP_ENV``).  The seed's figure is
+(x86-fused) activations, fp32 on 4 KiB pages (``huge_pages=False``), and any
+``--baseline`` bundle (on 4 KiB pages too, as the backend ran before).  The seed's figure is
 ``streaming.wrapper_ts["1"]["512"].rtf_p50``: 48 kHz in and out, its resampler
 included, block 512 at 24 kHz, one thread.  RTF = p50 wall time per block /
 21.33 ms; the ratio is seed RTF / our RTF, taken within one repeat.  Both sides
@@ -45,8 +45,7 @@ called in turn, block after block, in one process (the seed's venv, which then
 needs onnxruntime and soxr; the wrapper built by the harness's own functions,
 our device package imported from this checkout): both sides meet the same
 outside load at the same moments, and both CPU times are the calling thread's.
-Bundles as in ``seed``, plus fp32 on 4 KiB pages (``huge_pages=False``) and any
-``--baseline`` bundle (also on 4 KiB pages, as the backend ran before).
+Bundles as in ``seed``.
 Run-to-run swings of the separate-process ratio (2x to 8x within an hour on
 this shared machine) are what this answers.
 
@@ -341,7 +340,7 @@ def guarded(run, wait_s: float = 5.0, attempts: int = 3, quiet: float = 0.1):
     return best
 
 
-def time_engine(bundle_dir: str, periods: int = 120, warmup: int = 20) -> dict:
+def time_engine(bundle_dir: str, options: dict | None = None, periods: int = 120, warmup: int = 20) -> dict:
     """Wall and CPU time per ``Engine.process`` call at 48 kHz, periods of 1024, timed
     as the seed's harness times its wrapper (``guarded``) (device side)."""
     import numpy as np
@@ -352,7 +351,8 @@ def time_engine(bundle_dir: str, periods: int = 120, warmup: int = 20) -> dict:
     from wavae.signals import harmonic_notes
 
     b = load_bundle(bundle_dir)
-    eng = Engine(b, make_backend(b, "onnxruntime", threads=1), device_rate=DEVICE_RATE, period=PERIOD)
+    eng = Engine(b, make_backend(b, "onnxruntime", threads=1, **(options or {})), device_rate=DEVICE_RATE,
+                 period=PERIOD)
     x = harmonic_notes((periods + warmup + 1) * PERIOD / DEVICE_RATE, DEVICE_RATE, seed=7)[:, None]
     out = np.zeros((PERIOD, 1), np.float32)
     load0 = os.getloadavg()[0]
@@ -384,17 +384,13 @@ def time_engine(bundle_dir: str, periods: int = 120, warmup: int = 20) -> dict:
     }
 
 
-THP_ENV = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}  # malloc asks for transparent huge pages
-
-
-def device_call(fn: str, *args, env: dict | None = None) -> dict:
-    """Run ``fn(*args)`` of this file in a fresh process without torch, with ``env``
-    added to the environment; return its result."""
+def device_call(fn: str, *args) -> dict:
+    """Run ``fn(*args)`` of this file in a fresh process without torch; return its result."""
     code = (
         "import json, sys; sys.path.insert(0, %r); import bench_speed as B; "
         "print('RESULT' + json.dumps(B.%s(*%r)))" % (str(Path(__file__).parent), fn, args)
     )
-    env = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=3600)
     line = next((x for x in r.stdout.splitlines() if x.startswith("RESULT")), None)
     if line is None:
@@ -539,12 +535,11 @@ def part_profile(a) -> dict:
 
 def part_seed(a) -> dict:
     kinds = [("fp32", 512), ("p50-int8", 512), ("p50-int8-u8", 512)]
-    bundles = {k: (str(v), None) for (k, _), v in export_bundles(kinds).items()}
-    if a.thp:
-        bundles["fp32, huge pages"] = (bundles["fp32"][0], THP_ENV)
-    for spec in a.bundle or []:
+    bundles = {k: (str(v), {}) for (k, _), v in export_bundles(kinds).items()}
+    bundles["fp32, 4 KiB pages"] = (bundles["fp32"][0], {"huge_pages": False})
+    for spec in a.baseline or []:
         label, _, d = spec.partition("=")
-        bundles[label] = (d, None)
+        bundles[label] = (d, {"huge_pages": False})
     res = _stamp()
     res["repeats"] = []
     for r in range(a.repeats):
@@ -555,7 +550,7 @@ def part_seed(a) -> dict:
             if what == "seed":
                 rep["seed"] = run_seed(Path(a.peer), Path(a.seed_bench))
             else:
-                rep["ours"][what] = device_call("time_engine", bundles[what][0], env=bundles[what][1])
+                rep["ours"][what] = device_call("time_engine", *bundles[what])
         line = ", ".join(f"{k} {v['rtf_p50']:.3f} ({rep['seed']['rtf_p50'] / v['rtf_p50']:.2f}x)"
                          for k, v in rep["ours"].items())
         print(f"seed RTF {rep['seed']['rtf_p50']:.3f}; ours {line}", file=sys.stderr, flush=True)
@@ -819,9 +814,8 @@ def main(argv=None) -> int:
     s.add_argument("--seed-bench", required=True, help="shared/peers/wavae_bench.py")
     s.add_argument("--repeats", type=int, default=3)
     s.add_argument("--label", default="seed")
-    s.add_argument("--bundle", action="append", help="LABEL=DIR: another 512 bundle timed beside ours")
-    s.add_argument("--thp", action="store_true",
-                   help="also time fp32 with transparent huge pages for malloc (%s)" % THP_ENV["GLIBC_TUNABLES"])
+    s.add_argument("--baseline", action="append",
+                   help="LABEL=DIR: another 512 bundle timed beside ours, on 4 KiB pages as the backend ran before")
     i = sub.add_parser("interleaved", help="the seed's wrapper and our engine alternating block by block, one process")
     i.add_argument("--peer", required=True, help="folder with the seed's wavae/, venv/ and work/ (peers/README.md)")
     i.add_argument("--seed-bench", required=True, help="shared/peers/wavae_bench.py")
