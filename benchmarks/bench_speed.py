@@ -18,7 +18,8 @@ backend sets it.  Per graph: node counts by op in the bundle's file and after
 onnxruntime's own optimisation (``ORT_ENABLE_ALL``); per-node kernel times from
 onnxruntime's profiler (median over calls); CPU time per call (the calling
 thread's, so time spent waiting for a core on this shared machine is left out)
-and wall time; the bytes of weights a call reads.  Then the fixed cost of a call
+and wall time; the bytes of weights a call reads (all on 4 KiB pages: this part
+compares graphs).  Then the fixed cost of a call
 against its work: CPU time per call at blocks 512, 1024 and 2048, and a call of
 a graph that only copies the same inputs to the same outputs (the runtime's own
 per-call cost, I/O binding included).
@@ -255,7 +256,9 @@ def _copy_graph(info, path: Path) -> None:
 
 def fixed_cost(bundle_dirs: dict[str, str], rounds: int = 8, calls: int = 30) -> dict:
     """CPU ms per call of each graph at each block, interleaved round by round, and
-    the same for a copy-only graph with the 512 bundle's I/O (device side)."""
+    the same for a copy-only graph with the 512 bundle's I/O (device side).  On 4 KiB
+    pages, as the per-node profile: these compare graphs; huge pages are the seed
+    comparisons' business."""
     import numpy as np
 
     from wavae.device.backends import make_backend
@@ -265,7 +268,7 @@ def fixed_cost(bundle_dirs: dict[str, str], rounds: int = 8, calls: int = 30) ->
     with tempfile.TemporaryDirectory() as tmp:
         for block, d in bundle_dirs.items():
             b = load_bundle(d)
-            backends[block] = (make_backend(b, "onnxruntime", threads=1), b)
+            backends[block] = (make_backend(b, "onnxruntime", threads=1, huge_pages=False), b)
         ref = backends[str(min(FIXED_BLOCKS))][1]
         copies = {}
         for name, info in ref.graphs.items():
