@@ -1,4 +1,4 @@
-"""``wavae export RUN --out BUNDLE [--precision fp32|fp16|int8] [--calibration DIR] [--block N] [--force]``
+"""``wavae export RUN --out BUNDLE [--precision fp32|fp16|int8] [--calibration DIR] [--block N] [--keep-convs] [--force]``
 
 Writes a device bundle (docs/bundle.md) from a training run with a trained vocoder.
 int8 is calibrated on real audio: ``--calibration DIR``, or else the training
@@ -45,6 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--int8-activations", default="int8",
         help="int8: symmetric, what TensorRT and ARM CPUs (the Pi) want (default); uint8: what "
              "onnxruntime fuses on x86 CPUs (about 2x faster there), refused by TensorRT",
+    )
+    parser.add_argument(
+        "--keep-convs", action="store_true",
+        help="fp32: keep the graphs as exported, to compare on a board (default: convolutions with at most "
+             "4 output samples per call become MatMuls and summed 1x1 convolutions one, which onnxruntime "
+             "runs faster)",
     )
     parser.add_argument("--force", action="store_true", help="replace an existing bundle (only once the new one is complete)")
 
@@ -122,6 +128,7 @@ def main(args: argparse.Namespace) -> int:
         path = export_bundle(
             model, cfg, args.out, block=block, precision=args.precision, calibration=calibration,
             source=source, force=args.force, progress=progress, int8_activations=args.int8_activations,
+            lower=not args.keep_convs,
         )
     finally:
         if bar is not None:

@@ -2,7 +2,8 @@
 
     model --fold (weight norm out, batch norm in)--> EncoderGraph / DecoderGraph
           --torch.onnx.export, opset 17, static shapes--> encoder.onnx, decoder.onnx
-          --optional int8 (Q/DQ) or fp16 conversion--> manifest.json --rename--> BUNDLE/
+          --fp32: rewritten for speed (wavae.quantize.lower)
+          --or int8 (Q/DQ) or fp16 conversion--> manifest.json --rename--> BUNDLE/
 
 Each graph is one streaming step with its state as explicit inputs and outputs,
 named and shaped by the bundle format's ``graph_contract`` (wavae.device.bundle):
@@ -12,7 +13,9 @@ named and shaped by the bundle format's ``graph_contract`` (wavae.device.bundle)
 
 fp16 and int8 graphs are converted from a complete fp32 bundle, staged inside
 the temporary folder and read back with the device's reader (int8 calibrates by
-streaming it on the device's onnxruntime backend).
+streaming it on the device's onnxruntime backend).  That staged bundle keeps
+every Conv as exported: the quantisers pick the layers they leave in float (the
+STFT, the output conv) by their Conv nodes.
 
 The exporter is torch's TorchScript-based one (``dynamo=False``).  torch 2.13
 defaults to the torch.export-based exporter, but that needs ``onnxscript`` and
@@ -60,6 +63,7 @@ from .bundle import OPSET, graph_opset
 from .fold import fold_model
 from .fp16 import convert_bundle_graphs
 from .int8 import ACTIVATION_TYPES, check_calibration_audio, quantize_bundle_graphs
+from .lower import lower_graph
 
 
 class ExportError(WavaeError, ValueError):
@@ -102,7 +106,9 @@ def bundle_graphs(model: Wavae, block: int, root: Path) -> dict[str, GraphInfo]:
 # ----------------------------------------------------------------------------
 # ONNX export of one graph
 # ----------------------------------------------------------------------------
-def _export_onnx(module: nn.Module, args: tuple[Tensor, ...], inputs: list[str], outputs: list[str], path: Path) -> None:
+def _export_onnx(
+    module: nn.Module, args: tuple[Tensor, ...], inputs: list[str], outputs: list[str], path: Path, lower: bool
+) -> None:
 
     with warnings.catch_warnings():
         # the TorchScript exporter is chosen on purpose (see the module docstring)
@@ -121,6 +127,8 @@ def _export_onnx(module: nn.Module, args: tuple[Tensor, ...], inputs: list[str],
     _fold_constants(path)
     # record every intermediate tensor's static shape (the TensorRT checker reads them)
     proto = onnx.shape_inference.infer_shapes(onnx.load(str(path)), check_type=True, strict_mode=True)
+    if lower:
+        lower_graph(proto)
     onnx.save(proto, str(path))
     opset = graph_opset(proto)
     if opset != OPSET:
@@ -161,10 +169,12 @@ def _fold_constants(path: Path) -> None:
 
 
 def export_graphs(
-    folded: Wavae, block: int, out_dir: Path, progress: Callable[[str], None] | None = None
+    folded: Wavae, block: int, out_dir: Path, progress: Callable[[str], None] | None = None, lower: bool = True
 ) -> dict[str, GraphInfo]:
     """Write encoder.onnx and decoder.onnx of an already folded model into ``out_dir``;
-    return their ``GraphInfo`` (names and shapes from the bundle's graph contract)."""
+    return their ``GraphInfo`` (names and shapes from the bundle's graph contract).
+    ``lower``: the rewrites of ``wavae.quantize.lower`` (narrow convs as MatMuls, summed
+    pointwise convs as one)."""
     graphs = bundle_graphs(folded, block, out_dir)
     enc, dec = graphs["encoder"], graphs["decoder"]
     gen = torch.Generator().manual_seed(0)
@@ -179,7 +189,7 @@ def export_graphs(
             if progress:
                 progress(f"exporting {graph.name}")
             states = tuple(torch.zeros(s.shape) for s in graph.states)
-            _export_onnx(module.eval(), args + states, graph.input_names, graph.output_names, graph.file)
+            _export_onnx(module.eval(), args + states, graph.input_names, graph.output_names, graph.file, lower)
     return graphs
 
 
@@ -238,6 +248,7 @@ def export_bundle(
     source: dict | None = None,
     force: bool = False,
     int8_activations: str = "int8",
+    lower: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> Path:
     """Export ``model`` to a bundle directory ``out`` (docs/bundle.md); returns ``out``.
@@ -248,6 +259,9 @@ def export_bundle(
     replaced only with ``force``, and only once the new bundle is complete.
     ``int8_activations`` is "int8" (symmetric: the Pi's ARM CPU and TensorRT) or
     "uint8" (the form onnxruntime fuses on x86; see wavae.quantize.int8).
+    ``lower`` (fp32 only) applies the rewrites of ``wavae.quantize.lower`` (narrow
+    convs as MatMuls, summed pointwise convs as one); False keeps the graphs as
+    exported, to compare the two on a board.
     ``progress`` is called ``export_steps(precision)`` times, with what comes next.
 
     Every input is checked here, before anything is written; the CLI only maps
@@ -282,8 +296,9 @@ def export_bundle(
     tmp = temp_dir_beside(out)  # and a killed export's leftovers of the same target are removed
     try:
         quant_info: dict[str, Any] | None = None
+        lower = lower and precision == "fp32"
         if precision == "fp32":
-            graphs = export_graphs(folded, block, tmp, progress)
+            graphs = export_graphs(folded, block, tmp, progress, lower=lower)
         else:
             # fp16 and int8 graphs are made from an fp32 bundle, read back as the device reads it
             fp32 = export_fp32_bundle(folded, cfg, block, tmp / ".fp32", source, progress)
@@ -296,7 +311,7 @@ def export_bundle(
                 quant_info = convert_bundle_graphs(fp32, graphs, progress=progress)
             shutil.rmtree(fp32.path)
         manifest = build_manifest(folded, cfg, block, precision, graphs, tmp, source, quant_info)
-        manifest["export"] = {"fold_max_abs_diff": fold_diff}
+        manifest["export"] = {"fold_max_abs_diff": fold_diff, "lowered": lower}
         atomic_write_json(tmp / MANIFEST, manifest)
         _fsync_dir(tmp)
         replace_dir(tmp, out)
@@ -314,11 +329,12 @@ def export_fp32_bundle(
     source: dict | None,
     progress: Callable[[str], None] | None = None,
 ) -> Bundle:
-    """Write an fp32 bundle of an already folded model into the new folder ``out_dir``
-    and read it back with the device's reader (sizes, names and shapes checked; the
-    files were just written, so no sha256 pass)."""
+    """Write an fp32 bundle of an already folded model into the new folder ``out_dir``,
+    every Conv kept as exported (the base of the int8 and fp16 graphs), and read it
+    back with the device's reader (sizes, names and shapes checked; the files were
+    just written, so no sha256 pass)."""
     out_dir.mkdir()
-    graphs = export_graphs(folded, block, out_dir, progress)
+    graphs = export_graphs(folded, block, out_dir, progress, lower=False)
     atomic_write_json(out_dir / MANIFEST, build_manifest(folded, cfg, block, "fp32", graphs, out_dir, source, None))
     return load_bundle(out_dir, verify=False)
 

@@ -159,8 +159,15 @@ class CausalConvTranspose1d(StreamingModule):
     """Causal transposed convolution (upsampling by ``stride``).
 
     Input frame ``j`` writes output ``[jS, jS + K)``.  Offline, the tail past the
-    last input frame's own block is cut; streaming, that overlap (``K - S``
-    samples, before bias) is carried to the next block and added there.
+    last input frame's own block is cut.  Streaming uses the polyphase form of
+    the same sums: output block ``j`` (its ``S`` samples) depends on input frames
+    ``j - m .. j`` only, ``m = ceil(K / S) - 1``, so the state is the last ``m``
+    input frames and a step is one ordinary convolution (kernel ``m + 1``, ``S``
+    output channels per output channel, the kernel's phases) whose outputs are
+    interleaved into time.  Against carrying the ``K - S`` overlapping output
+    samples to the next block, the step needs no split, add or second slice, and
+    the exported graph holds a plain Conv, which the runtimes serve better than
+    ConvTranspose (docs/benchmarks/speed.md).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, bias: bool = True):
@@ -169,14 +176,15 @@ class CausalConvTranspose1d(StreamingModule):
             raise ValueError(f"kernel {kernel_size} must be >= stride {stride}")
         self.conv = nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride=stride, bias=bias)
         self.stride = stride
-        self.overlap = kernel_size - stride
+        self.taps = -(-kernel_size // stride)  # input frames one output block depends on
+        self.context = self.taps - 1
         self.ratio = Fraction(stride)
         self.lookahead = 0
 
     def state_shapes(self, batch: int = 1) -> list[tuple[int, ...]]:
-        if self.overlap == 0:
+        if self.context == 0:
             return []
-        return [(batch, self.conv.out_channels, self.overlap)]
+        return [(batch, self.conv.in_channels, self.context)]
 
     def _add_bias(self, y: Tensor) -> Tensor:
         if self.conv.bias is None:
@@ -187,13 +195,26 @@ class CausalConvTranspose1d(StreamingModule):
         y = F.conv_transpose1d(x, self.conv.weight, None, stride=self.stride)
         return self._add_bias(y[..., : x.shape[-1] * self.stride])
 
+    def polyphase_weight(self) -> Tensor:
+        """``[out * S, in, m + 1]``: row ``o * S + p``, tap ``j`` is ``W[:, o, p + (m - j) S]``
+        (zero past the kernel), so tap ``m`` meets the newest input frame."""
+        w = self.conv.weight  # [in, out, K]
+        cin, cout, k = w.shape
+        s = self.stride
+        if self.taps * s > k:  # zeros past the kernel (not F.pad, nor .flip() below: the ONNX
+            # exporter writes both with negative-step Slices, which it cannot constant-fold)
+            w = torch.cat([w, w.new_zeros(cin, cout, self.taps * s - k)], dim=2)
+        w = w.view(cin, cout, self.taps, s)
+        w = torch.stack([w[:, :, r] for r in reversed(range(self.taps))], dim=2)  # newest tap last
+        return w.permute(1, 3, 0, 2).reshape(cout * s, cin, self.taps)
+
     def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        y = F.conv_transpose1d(x, self.conv.weight, None, stride=self.stride)
-        n = x.shape[-1] * self.stride
-        if self.overlap == 0:
-            return self._add_bias(y), []
-        y = torch.cat([y[..., : self.overlap] + state[0], y[..., self.overlap :]], dim=-1)
-        return self._add_bias(y[..., :n]), [y[..., n:]]
+        n, _, t = x.shape
+        xp = torch.cat([state[0], x], dim=-1) if self.context else x
+        bias = None if self.conv.bias is None else self.conv.bias.repeat_interleave(self.stride)
+        y = F.conv1d(xp, self.polyphase_weight(), bias)  # [N, out * S, T]: phases as channels
+        y = y.view(n, -1, self.stride, t).transpose(2, 3).reshape(n, -1, t * self.stride)
+        return y, ([xp[..., xp.shape[-1] - self.context :]] if self.context else [])
 
 
 class Pointwise(StreamingModule):

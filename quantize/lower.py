@@ -1,0 +1,262 @@
+"""Rewrites of the exported fp32 graphs into equivalent standard ONNX that
+onnxruntime runs faster (figures in docs/benchmarks/speed.md).
+
+Narrow convolutions as matrix products
+--------------------------------------
+At one or two latent frames per block, most convolutions of the encoder and of
+the VAE decoder (and the mel front-end's STFT) produce one to four output
+samples.  Each is then a matrix-vector product whose cost is reading its weights
+from memory, not the arithmetic.  onnxruntime's Conv reads the weight matrix as
+stored, for each call; its MatMul with a constant right-hand side re-packs that
+matrix once, when the session is created, into the panels its kernel streams
+through, which reads the same bytes faster.
+
+So a Conv whose output is at most ``MAX_COLUMNS`` samples long becomes the same
+sums written as a product::
+
+    x [1, C, L] --Slice (one window per output sample)--> Reshape [1, C*K]
+      --Concat (windows as rows)--> [T, C*K] --MatMul W' [C*K, O]--> + bias
+      --Transpose--> [O, T] --Reshape--> y [1, O, T]
+
+with ``W'`` the conv's weight ``[O, C, K]`` flattened to rows of ``C*K`` and
+transposed.  A window is ``x[..., t*S : t*S + (K-1)*D + 1 : D]`` (stride S,
+dilation D), flattened in the weight's own (channel, tap) order, so every output
+is the same dot product as before, summed in another order (differences of a
+few float32 roundings).  With one output sample and a window that is the whole
+input, the Slice and the Transpose drop out.  Wider convolutions stay Conv: their
+windows overlap, so the copies of an explicit im2col cost more than the
+re-packed weights save.
+
+Summed pointwise convolutions as one
+------------------------------------
+A MelGAN residual block ends in ``conv1x1_a(h) + conv1x1_b(x)`` (the body's
+last layer and the shortcut).  That is one 1x1 convolution of the two inputs
+stacked on the channel axis, with the two weights side by side and the biases
+summed: ``Conv([h; x], [W_a W_b], b_a + b_b)``, one kernel call and one Concat
+in place of two calls and an Add.
+
+Only plain 1-D convolutions are rewritten: one group, no padding attribute (the
+streaming layers pad with their state, never in the Conv), constant weight and
+bias, batch 1 and static shapes; anything else is left as it is.
+
+A constant matrix applied to the channels as an Einsum
+------------------------------------------------------
+The PCA rotation is written ``einsum("dk,ndt->nkt", R, z)``; onnxruntime's
+generic Einsum kernel takes ~10-30 us for a 16 x 16 matrix where a MatMul of the
+same matrix (transposed once, here) and ``z`` broadcast over the batch takes a
+few.  Two-input Einsums ``PQ,nQt->nPt`` and ``QP,nQt->nPt`` with a constant
+first input become that MatMul.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+MAX_COLUMNS = 4  # output samples up to which a Conv becomes a MatMul
+
+
+def _attrs(node) -> dict[str, Any]:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _static_shapes(proto) -> dict[str, list[int]]:
+    shapes = {}
+    for vi in list(proto.graph.value_info) + list(proto.graph.input) + list(proto.graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        if dims and all(d.HasField("dim_value") for d in dims):
+            shapes[vi.name] = [d.dim_value for d in dims]
+    return shapes
+
+
+def _plain_conv(node, inits: dict, shapes: dict) -> bool:
+    """A 1-D Conv of one group, no padding attribute, constant weight and bias, batch 1, static shapes."""
+    if node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
+        return False
+    a = _attrs(node)
+    if a.get("group", 1) != 1 or any(a.get("pads", [])) or a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+        return False
+    if node.input[1] not in inits or (len(node.input) > 2 and node.input[2] and node.input[2] not in inits):
+        return False
+    x, y = shapes.get(node.input[0]), shapes.get(node.output[0])
+    return x is not None and y is not None and len(inits[node.input[1]].dims) == 3 and len(x) == 3 and x[0] == 1
+
+
+def _replace_nodes(proto, nodes: list, new_inits: list) -> None:
+    """Set the graph's nodes, add ``new_inits``, drop initializers no node reads any more
+    and the stale intermediate shapes (the caller infers them again)."""
+    g = proto.graph
+    del g.node[:]
+    g.node.extend(nodes)
+    g.initializer.extend(new_inits)
+    used = {i for node in g.node for i in node.input}
+    keep = [i for i in g.initializer if i.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    del g.value_info[:]
+
+
+def lower_graph(proto) -> dict[str, int]:
+    """Every rewrite of this module, in place, shapes inferred again after each; returns
+    how many nodes each rewrote.  ``proto`` must carry static shapes."""
+    import onnx
+
+    done = {}
+    for name, rewrite in (("summed_pointwise_convs", merge_summed_pointwise_convs),
+                          ("narrow_convs", lower_narrow_convs),
+                          ("matrix_einsums", lower_matrix_einsums)):
+        done[name] = rewrite(proto)
+        if done[name]:
+            proto.CopyFrom(onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True))
+    return done
+
+
+def lower_narrow_convs(proto, max_columns: int = MAX_COLUMNS) -> int:
+    """Rewrite, in place, every Conv of ``proto`` whose output is at most ``max_columns``
+    samples long into a MatMul (see the module docstring); return how many were.
+
+    ``proto`` must carry static shapes (``onnx.shape_inference``); the caller infers
+    them again afterwards.
+    """
+    from onnx import helper, numpy_helper
+
+    g = proto.graph
+    inits = {i.name: i for i in g.initializer}
+    shapes = _static_shapes(proto)
+    nodes, new_inits, lowered = [], [], 0
+
+    def const(name: str, value) -> str:
+        new_inits.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    for n in g.node:
+        if not (_plain_conv(n, inits, shapes) and shapes[n.output[0]][2] <= max_columns):
+            nodes.append(n)
+            continue
+        a = _attrs(n)
+        w = numpy_helper.to_array(inits[n.input[1]])
+        cout, cin, k = w.shape
+        stride, dilation = a.get("strides", [1])[0], a.get("dilations", [1])[0]
+        span = (k - 1) * dilation + 1
+        length, cols = shapes[n.input[0]][2], shapes[n.output[0]][2]
+        p = f"{n.name or n.output[0]}/as_matmul"
+        rows = []
+        for t in range(cols):
+            window = n.input[0]
+            if not (cols == 1 and dilation == 1 and length == k):
+                window = f"{p}/window_{t}"
+                nodes.append(helper.make_node(
+                    "Slice",
+                    [n.input[0], const(f"{p}/start_{t}", np.array([t * stride], np.int64)),
+                     const(f"{p}/end_{t}", np.array([t * stride + span], np.int64)),
+                     const(f"{p}/axis_{t}", np.array([2], np.int64)),
+                     const(f"{p}/step_{t}", np.array([dilation], np.int64))],
+                    [window], name=f"{p}/Slice_{t}"))
+            rows.append(f"{p}/row_{t}")
+            nodes.append(helper.make_node("Reshape", [window, const(f"{p}/row_shape_{t}", np.array([1, cin * k], np.int64))],
+                                          [rows[-1]], name=f"{p}/Reshape_{t}"))
+        m = rows[0]
+        if cols > 1:
+            m = f"{p}/windows"
+            nodes.append(helper.make_node("Concat", rows, [m], axis=0, name=f"{p}/Concat"))
+        weight = const(f"{p}/weight", np.ascontiguousarray(w.reshape(cout, cin * k).T))
+        nodes.append(helper.make_node("MatMul", [m, weight], [f"{p}/product"], name=f"{p}/MatMul"))
+        m = f"{p}/product"
+        if len(n.input) > 2 and n.input[2]:
+            nodes.append(helper.make_node("Add", [m, n.input[2]], [f"{p}/biased"], name=f"{p}/Add"))
+            m = f"{p}/biased"
+        if cols > 1:
+            nodes.append(helper.make_node("Transpose", [m], [f"{p}/channels_first"], perm=[1, 0], name=f"{p}/Transpose"))
+            m = f"{p}/channels_first"
+        nodes.append(helper.make_node("Reshape", [m, const(f"{p}/out_shape", np.array([1, cout, cols], np.int64))],
+                                      [n.output[0]], name=f"{p}/Reshape_out"))
+        lowered += 1
+    if lowered:
+        _replace_nodes(proto, nodes, new_inits)
+    return lowered
+
+
+def merge_summed_pointwise_convs(proto) -> int:
+    """Rewrite, in place, every ``Add(Conv1x1(a), Conv1x1(b))`` whose two convs feed
+    only that Add into one Conv of ``Concat([a, b])`` (see the module docstring);
+    return how many Adds were.  ``proto`` must carry static shapes."""
+    from onnx import helper, numpy_helper
+
+    g = proto.graph
+    inits = {i.name: i for i in g.initializer}
+    shapes = _static_shapes(proto)
+    writers = {o: n for n in g.node for o in n.output}
+    readers: dict[str, int] = {}
+    for i in [i for n in g.node for i in n.input] + [o.name for o in g.output]:
+        readers[i] = readers.get(i, 0) + 1
+
+    def pointwise(t: str):
+        n = writers.get(t)
+        if n is None or not _plain_conv(n, inits, shapes) or readers.get(t) != 1:
+            return None
+        a = _attrs(n)
+        k = inits[n.input[1]].dims[2]
+        return n if k == 1 and a.get("strides", [1]) == [1] and a.get("dilations", [1]) == [1] else None
+
+    merged: dict[int, list] = {}
+    dropped: set[int] = set()
+    new_inits = []
+    for n in g.node:
+        if n.op_type != "Add" or len(n.input) != 2:
+            continue
+        ca, cb = pointwise(n.input[0]), pointwise(n.input[1])
+        if ca is None or cb is None or ca is cb or shapes[ca.output[0]] != shapes[cb.output[0]]:
+            continue
+        p = f"{n.name or n.output[0]}/merged_pointwise"
+        weight = np.concatenate([numpy_helper.to_array(inits[c.input[1]]) for c in (ca, cb)], axis=1)
+        bias = sum(numpy_helper.to_array(inits[c.input[2]]).astype(np.float32) for c in (ca, cb)
+                   if len(c.input) > 2 and c.input[2])
+        ins = [f"{p}/inputs", f"{p}/weight"]
+        new_inits.append(numpy_helper.from_array(np.ascontiguousarray(weight), ins[1]))
+        if not isinstance(bias, int):
+            ins.append(f"{p}/bias")
+            new_inits.append(numpy_helper.from_array(np.asarray(bias, np.float32), ins[2]))
+        merged[id(n)] = [
+            helper.make_node("Concat", [ca.input[0], cb.input[0]], [ins[0]], axis=1, name=f"{p}/Concat"),
+            helper.make_node("Conv", ins, [n.output[0]], name=f"{p}/Conv"),
+        ]
+        dropped |= {id(ca), id(cb)}
+    if merged:
+        nodes = [m for n in g.node if id(n) not in dropped for m in merged.get(id(n), [n])]
+        _replace_nodes(proto, nodes, new_inits)
+    return len(merged)
+
+
+def lower_matrix_einsums(proto) -> int:
+    """Rewrite, in place, every Einsum ``PQ,nQt->nPt`` or ``QP,nQt->nPt`` whose first input
+    is a constant matrix into a MatMul (see the module docstring); return how many were."""
+    from onnx import helper, numpy_helper
+
+    g = proto.graph
+    inits = {i.name: i for i in g.initializer}
+    nodes, new_inits, lowered = [], [], 0
+    for n in g.node:
+        eq = _attrs(n).get("equation", b"") if n.op_type == "Einsum" else b""
+        eq = (eq.decode() if isinstance(eq, bytes) else eq).replace(" ", "")
+        lhs, _, out = eq.partition("->")
+        terms = lhs.split(",")
+        ok = (len(terms) == 2 and len(n.input) == 2 and n.input[0] in inits and len(terms[0]) == 2
+              and len(terms[1]) == 3 and len(out) == 3 and len(set(terms[0] + terms[1])) == 4)
+        if ok:
+            (a, b), (bn, c, bt), (on, o, ot) = terms[0], terms[1], out
+            ok = bn == on and bt == ot and {c, o} == {a, b} and c != o and bn not in (a, b) and bt not in (a, b)
+        if not ok:
+            nodes.append(n)
+            continue
+        m = numpy_helper.to_array(inits[n.input[0]])
+        m = m if (a, b) == (o, c) else m.T  # rows: output channels, columns: input channels
+        p = f"{n.name or n.output[0]}/as_matmul"
+        new_inits.append(numpy_helper.from_array(np.ascontiguousarray(m), f"{p}/matrix"))
+        nodes.append(helper.make_node("MatMul", [f"{p}/matrix", n.input[1]], [n.output[0]], name=f"{p}/MatMul"))
+        lowered += 1
+    if lowered:
+        _replace_nodes(proto, nodes, new_inits)
+    return lowered
