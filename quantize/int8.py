@@ -52,7 +52,7 @@ from wavae.errors import WavaeError
 from wavae.progress import Progress
 
 from .bundle import OPSET, BundleStreamer, graph_opset
-from .graph import consumers, first_downstream, producers
+from .graph import downstream, first_downstream, producers
 
 QUANTIZED_OPS = ["Conv", "ConvTranspose", "MatMul", "Gemm"]
 ACTIVATION_TYPES = ("int8", "uint8")
@@ -178,15 +178,16 @@ def frontend_nodes(proto) -> list[str]:
 def output_conv(proto) -> list[str]:
     """The decoder's last convolution (the one feeding Tanh): it writes the audio
     itself (or its PQMF sub-bands), and nothing after it averages its rounding away;
-    plus a multi-band vocoder's PQMF synthesis (the ConvTranspose reading Tanh)."""
+    plus a multi-band vocoder's PQMF synthesis: the first weighted node after Tanh
+    (a ConvTranspose, or the plain Conv of its polyphase streaming form)."""
     writers = producers(proto)
-    readers = consumers(proto)
     for n in proto.graph.node:
         if n.op_type == "Tanh":
             p = writers.get(n.input[0])
             if p is not None and p.op_type == "Conv":
-                bank = [c.name for c in readers.get(n.output[0], []) if c.op_type == "ConvTranspose"]
-                return [p.name] + bank
+                bank = next((d for d in downstream(proto, [n.output[0]])
+                             if d.op_type in ("Conv", "ConvTranspose", "MatMul", "Gemm")), None)
+                return [p.name] + ([bank.name] if bank is not None else [])
     return []
 
 
