@@ -54,18 +54,20 @@ class OscError(WavaeError, OSError):
     """The OSC port cannot be opened (in use, or a host this machine does not have)."""
 
 
-def _import_osc():
+def import_osc(extra: str = "panel", error: type[WavaeError] = OscError):
+    """python-osc's packet and builder modules (an optional dependency), or ``error``
+    naming the extra that installs it."""
     try:
         from pythonosc import osc_message_builder, osc_packet
     except ImportError as e:
-        raise OscError(f"python-osc is not installed ({e}): pip install 'wavae-edge[panel]'") from None
+        raise error(f"python-osc is not installed ({e}): pip install 'wavae-edge[{extra}]'") from None
     return osc_packet, osc_message_builder
 
 
 class OscServer:
     def __init__(self, actions: Actions, host: str = "127.0.0.1", port: int = 9000):
         self.actions, self.host, self.port = actions, host, port
-        self._packet, self._builder = _import_osc()
+        self._packet, self._builder = import_osc()
         self.sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()

@@ -25,9 +25,10 @@ from typing import Any, Callable
 
 from wavae.errors import WavaeError
 
+from ..osc import PREFIX, import_osc
+
 log = logging.getLogger("wavae.device.web")
 
-PREFIX = "/wavae/"
 STALE_S = 3.0
 
 
@@ -36,11 +37,9 @@ class OscLinkError(WavaeError, OSError):
 
 
 def _osc():
-    try:
-        from pythonosc import osc_message_builder, osc_packet
-    except ImportError as e:
-        raise OscLinkError(f"python-osc is not installed ({e}): pip install 'wavae-edge[web]'") from None
-    return osc_message_builder, osc_packet
+    """(builder, packet) modules of python-osc, through the instrument's own import."""
+    packet, builder = import_osc("web", OscLinkError)
+    return builder, packet
 
 
 def build(address: str, args: list[Any]) -> bytes:
