@@ -210,12 +210,15 @@ class PanelHand:
                 depth = 200 if ch == 7 else 450  # VOLUME stays near the middle (output_gain about 0.6 .. 1.4)
                 self.adc.values[ch] = int(512 + depth * math.sin(2 * math.pi * t / period))
             now = time.monotonic_ns()
-            if k % 5 == 0:
-                self.lines.push(turn("GPIO17", "GPIO27", 1 if (k // 100) % 2 == 0 else -1, now, 20_000_000))
-                self.detents += 1
-            if k % 50 == 0:
-                self.lines.push(press("GPIO5", now, 150_000_000, bounce=2))
-                self.presses += 1
+            try:
+                if k % 5 == 0:
+                    self.lines.push(turn("GPIO17", "GPIO27", 1 if (k // 100) % 2 == 0 else -1, now, 20_000_000))
+                    self.detents += 1
+                if k % 50 == 0:
+                    self.lines.push(press("GPIO5", now, 150_000_000, bounce=2))
+                    self.presses += 1
+            except OSError:  # the instrument stopped and its panel closed the lines: the hand is done
+                return
 
     def stop(self) -> dict[str, int]:
         self._stop.set()
