@@ -771,9 +771,9 @@ def render() -> None:
             f"{k}: RTF ratio {min(wall_r[k]):.2f}x to {max(wall_r[k]):.2f}x ({_median(wall_r[k]):.2f}x), "
             f"CPU ratio {min(cpu_r[k]):.2f}x to {max(cpu_r[k]):.2f}x ({_median(cpu_r[k]):.2f}x)"
             for k in labels), ""]
-    if "latency" in files:
-        d = files["latency"]
-        lines += [f"## Action-to-sound: `lowlatency` timing, commit {d['commit']}, {d['when']}", "",
+    for key in sorted(k for k in files if k.startswith("latency")):
+        d = files[key]
+        lines += [f"## Action-to-sound: `lowlatency` timing ({key}), commit {d['commit']}, {d['when']}", "",
                   f"`lowlatency-tiny` (the `lowlatency` preset's rate, hop, window, frame and vocoder ratios with "
                   f"`tiny`'s widths) trained {d['steps']} + {d['steps']} steps on generated notes, one latent frame "
                   f"(128 samples, 5.33 ms at 24 kHz) per block, fp32, one thread; `wavae profile` with "
@@ -835,6 +835,7 @@ def main(argv=None) -> int:
     lt.add_argument("--steps", type=int, default=600, help="training steps per stage")
     lt.add_argument("--onsets", type=int, default=40)
     lt.add_argument("--prefill-periods", type=int, default=2)
+    lt.add_argument("--label", default="latency")
     sub.add_parser("report", help="rewrite speed.md from the JSON files")
     a = ap.parse_args(argv)
     DATA.mkdir(parents=True, exist_ok=True)
@@ -843,7 +844,7 @@ def main(argv=None) -> int:
     elif a.part == "seed":
         (DATA / f"{a.label}.json").write_text(json.dumps(part_seed(a), indent=1))
     elif a.part == "latency":
-        (DATA / "latency.json").write_text(json.dumps(part_latency(a), indent=1))
+        (DATA / f"{a.label}.json").write_text(json.dumps(part_latency(a), indent=1))
     elif a.part == "interleaved":
         (DATA / f"{a.label}.json").write_text(json.dumps(part_interleaved(a), indent=1))
     render()
