@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/bench_speed.py seed --peer PEER --seed-bench FILE [--repeats 3]
                                              [--baseline LABEL=DIR ...]
     .venv/bin/python benchmarks/bench_speed.py interleaved --peer PEER --seed-bench FILE [--repeats 3]
-                                             [--blocks 200] [--baseline LABEL=DIR ...]
+                                             [--blocks 200] [--chunk 10] [--baseline LABEL=DIR ...]
     .venv/bin/python benchmarks/bench_speed.py latency [--steps 600] [--onsets 40] [--prefill-periods 2]
     .venv/bin/python benchmarks/bench_speed.py report
 
@@ -42,7 +42,8 @@ the 1-minute load average when it was taken and the cores other processes kept
 busy while it was.
 
 ``interleaved``: the same comparison with the seed's wrapper and our engine
-called in turn, block after block, in one process (the seed's venv, which then
+taking turns every ``--chunk`` blocks (10: each plays a short stretch as it would
+alone, with its own weights cycling through the memory hierarchy) in one process (the seed's venv, which then
 needs onnxruntime and soxr; the wrapper built by the harness's own functions,
 our device package imported from this checkout): both sides meet the same
 outside load at the same moments, and both CPU times are the calling thread's.
@@ -431,7 +432,8 @@ def run_seed(peer: Path, bench: Path, buffers: int = 120) -> dict:
 # its run-time patches on import) and imports our device package from this checkout.
 INTERLEAVED_DRIVER = r"""
 import gc, importlib.util, json, os, sys, time
-root, bench, peer, blocks, bundles = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), json.loads(sys.argv[5])
+root, bench, peer, blocks, chunk = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[6])
+bundles = json.loads(sys.argv[5])
 for name, sub in (("wavae", "wavae"), ("wavae.device", "device"), ("wavae.device.backends", "device/backends")):
     spec = importlib.util.spec_from_file_location(name, os.path.join(root, sub, "__init__.py"),
                                                   submodule_search_locations=[os.path.join(root, sub)])
@@ -473,33 +475,34 @@ wall = {n: [] for n in names}
 cpu = {n: [] for n in names}
 load0 = os.getloadavg()[0]
 gc.collect(); gc.disable()
-for k in range(blocks):
-    order = names if k % 2 == 0 else names[::-1]
-    for n in order:
-        c0, t0 = time.thread_time(), time.perf_counter()
-        steps[n](k)
-        wall[n].append(time.perf_counter() - t0)
-        cpu[n].append(time.thread_time() - c0)
+for c in range(0, blocks, chunk):
+    for n in (names if (c // chunk) % 2 == 0 else names[::-1]):
+        for k in range(c, min(c + chunk, blocks)):
+            c0, t0 = time.thread_time(), time.perf_counter()
+            steps[n](k)
+            wall[n].append(time.perf_counter() - t0)
+            cpu[n].append(time.thread_time() - c0)
 gc.enable()
 print("RESULT" + json.dumps({"wall": wall, "cpu": cpu, "load": [load0, os.getloadavg()[0]],
                              "torch": torch.__version__, "backends": described}))
 """
 
 
-def run_interleaved(peer: Path, bench: Path, bundles: dict[str, tuple[str, dict]], blocks: int) -> dict:
+def run_interleaved(peer: Path, bench: Path, bundles: dict[str, tuple[str, dict]], blocks: int, chunk: int) -> dict:
     """One run of ``INTERLEAVED_DRIVER``: per-block wall and CPU ms of the seed and of each
-    bundle (label -> (bundle dir, backend options))."""
+    bundle (label -> (bundle dir, backend options)), taking turns every ``chunk`` blocks."""
     import numpy as np
 
     r = subprocess.run([str(peer / "venv" / "bin" / "python"), "-c", INTERLEAVED_DRIVER, str(ROOT), str(bench),
-                        str(peer), str(blocks), json.dumps(bundles)],
+                        str(peer), str(blocks), json.dumps(bundles), str(chunk)],
                        capture_output=True, text=True, timeout=3600, env=dict(os.environ, OMP_NUM_THREADS="1"))
     line = next((x for x in r.stdout.splitlines() if x.startswith("RESULT")), None)
     if line is None:
         raise RuntimeError(f"the interleaved run failed:\n{r.stderr[-3000:]}")
     d = json.loads(line[len("RESULT"):])
     block_ms = 1e3 * PERIOD / DEVICE_RATE
-    res = {"load": d["load"], "torch": d["torch"], "blocks": blocks, "backends": d["backends"], "by": {}}
+    res = {"load": d["load"], "torch": d["torch"], "blocks": blocks, "chunk": chunk, "backends": d["backends"],
+           "by": {}}
     for n in d["wall"]:
         w, c = 1e3 * np.array(d["wall"][n]), 1e3 * np.array(d["cpu"][n])
         res["by"][n] = {"p50_ms": float(np.median(w)), "p99_ms": float(np.percentile(w, 99)),
@@ -510,7 +513,8 @@ def run_interleaved(peer: Path, bench: Path, bundles: dict[str, tuple[str, dict]
 # ----------------------------------------------------------------------------- parts
 def _git_commit() -> str:
     r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+    # docs/ (these results) does not count: only the code that is measured
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs"], cwd=ROOT,
                            capture_output=True, text=True).stdout.strip()
     return r.stdout.strip() + ("+dirty" if dirty else "")
 
@@ -572,7 +576,7 @@ def part_interleaved(a) -> dict:
     res["runs"] = []
     for r in range(a.repeats):
         print(f"interleaved run {r + 1}/{a.repeats}", file=sys.stderr, flush=True)
-        run = run_interleaved(Path(a.peer), Path(a.seed_bench), bundles, a.blocks)
+        run = run_interleaved(Path(a.peer), Path(a.seed_bench), bundles, a.blocks, a.chunk)
         seed = run["by"]["seed"]
         print("  " + ", ".join(f"{k} RTF {v['rtf_p50']:.3f} ({seed['rtf_p50'] / v['rtf_p50']:.2f}x, "
                                f"CPU {seed['cpu_p50_ms'] / v['cpu_p50_ms']:.2f}x)"
@@ -742,9 +746,9 @@ def render() -> None:
     for key in sorted(k for k in files if k.startswith("interleaved")):
         d = files[key]
         labels = [k for k in d["runs"][0]["by"] if k != "seed"]
-        lines += [f"## Against the seed, block by block in one process ({key}): commit {d['commit']}, {d['when']}", "",
+        lines += [f"## Against the seed, taking turns in one process ({key}): commit {d['commit']}, {d['when']}", "",
                   "The seed's TorchScript wrapper and our engine (48 kHz, periods of 1024 = one 512-sample block "
-                  "at 24 kHz, one thread) called in turn, block after block, in one process, "
+                  f"at 24 kHz, one thread) taking turns every {d['runs'][0].get('chunk', 1)} block(s) in one process, "
                   f"{d['runs'][0]['blocks']} blocks each per run: a burst of outside load hits both alike. "
                   "RTF = p50 wall per block / 21.33 ms; CPU = the thread's CPU time per block (p50), measured "
                   "the same way for both. Ratios = seed / ours.", "",
@@ -768,9 +772,9 @@ def render() -> None:
             f"{k}: RTF ratio {min(wall_r[k]):.2f}x to {max(wall_r[k]):.2f}x ({_median(wall_r[k]):.2f}x), "
             f"CPU ratio {min(cpu_r[k]):.2f}x to {max(cpu_r[k]):.2f}x ({_median(cpu_r[k]):.2f}x)"
             for k in labels), ""]
-    if "latency" in files:
-        d = files["latency"]
-        lines += [f"## Action-to-sound: `lowlatency` timing, commit {d['commit']}, {d['when']}", "",
+    for key in sorted(k for k in files if k.startswith("latency")):
+        d = files[key]
+        lines += [f"## Action-to-sound: `lowlatency` timing ({key}), commit {d['commit']}, {d['when']}", "",
                   f"`lowlatency-tiny` (the `lowlatency` preset's rate, hop, window, frame and vocoder ratios with "
                   f"`tiny`'s widths) trained {d['steps']} + {d['steps']} steps on generated notes, one latent frame "
                   f"(128 samples, 5.33 ms at 24 kHz) per block, fp32, one thread; `wavae profile` with "
@@ -824,6 +828,7 @@ def main(argv=None) -> int:
     i.add_argument("--seed-bench", required=True, help="shared/peers/wavae_bench.py")
     i.add_argument("--repeats", type=int, default=3)
     i.add_argument("--blocks", type=int, default=200)
+    i.add_argument("--chunk", type=int, default=10, help="blocks each side plays before the other takes its turn")
     i.add_argument("--label", default="interleaved")
     i.add_argument("--baseline", action="append",
                    help="LABEL=DIR: another 512 bundle timed beside ours, on 4 KiB pages as the backend ran before")
@@ -831,6 +836,7 @@ def main(argv=None) -> int:
     lt.add_argument("--steps", type=int, default=600, help="training steps per stage")
     lt.add_argument("--onsets", type=int, default=40)
     lt.add_argument("--prefill-periods", type=int, default=2)
+    lt.add_argument("--label", default="latency")
     sub.add_parser("report", help="rewrite speed.md from the JSON files")
     a = ap.parse_args(argv)
     DATA.mkdir(parents=True, exist_ok=True)
@@ -839,7 +845,7 @@ def main(argv=None) -> int:
     elif a.part == "seed":
         (DATA / f"{a.label}.json").write_text(json.dumps(part_seed(a), indent=1))
     elif a.part == "latency":
-        (DATA / "latency.json").write_text(json.dumps(part_latency(a), indent=1))
+        (DATA / f"{a.label}.json").write_text(json.dumps(part_latency(a), indent=1))
     elif a.part == "interleaved":
         (DATA / f"{a.label}.json").write_text(json.dumps(part_interleaved(a), indent=1))
     render()

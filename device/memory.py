@@ -46,7 +46,8 @@ class HugePages:
         if not self.advised_bytes:
             return f"huge pages: none ({self.note})" if self.note else "huge pages: none"
         huge = f", {self.huge_bytes / 2**20:.0f} MiB on huge pages" if self.huge_bytes is not None else ""
-        return f"huge pages: {self.advised_bytes / 2**20:.0f} MiB advised{huge}" + (f" ({self.note})" if self.note else "")
+        note = f" ({self.note})" if self.note else ""
+        return f"huge pages: {self.advised_bytes / 2**20:.0f} MiB advised{huge}{note}"
 
 
 def anonymous_regions(maps: str = "/proc/self/maps") -> dict[int, int]:

@@ -156,8 +156,8 @@ def lower_narrow_convs(proto, max_columns: int = MAX_COLUMNS) -> int:
                      const(f"{p}/step_{t}", np.array([dilation], np.int64))],
                     [window], name=f"{p}/Slice_{t}"))
             rows.append(f"{p}/row_{t}")
-            nodes.append(helper.make_node("Reshape", [window, const(f"{p}/row_shape_{t}", np.array([1, cin * k], np.int64))],
-                                          [rows[-1]], name=f"{p}/Reshape_{t}"))
+            shape = const(f"{p}/row_shape_{t}", np.array([1, cin * k], np.int64))
+            nodes.append(helper.make_node("Reshape", [window, shape], [rows[-1]], name=f"{p}/Reshape_{t}"))
         m = rows[0]
         if cols > 1:
             m = f"{p}/windows"
@@ -169,7 +169,8 @@ def lower_narrow_convs(proto, max_columns: int = MAX_COLUMNS) -> int:
             nodes.append(helper.make_node("Add", [m, n.input[2]], [f"{p}/biased"], name=f"{p}/Add"))
             m = f"{p}/biased"
         if cols > 1:
-            nodes.append(helper.make_node("Transpose", [m], [f"{p}/channels_first"], perm=[1, 0], name=f"{p}/Transpose"))
+            nodes.append(helper.make_node("Transpose", [m], [f"{p}/channels_first"], perm=[1, 0],
+                                          name=f"{p}/Transpose"))
             m = f"{p}/channels_first"
         nodes.append(helper.make_node("Reshape", [m, const(f"{p}/out_shape", np.array([1, cout, cols], np.int64))],
                                       [n.output[0]], name=f"{p}/Reshape_out"))

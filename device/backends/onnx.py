@@ -121,7 +121,8 @@ class OnnxBackend(Backend):
 
     def describe(self) -> str:
         pages = f", {self.huge_pages.describe()}" if self.huge_pages is not None else ""
-        return f"onnxruntime (CPU, {self.threads} thread{'s' if self.threads > 1 else ''}, io_binding={self.io_binding}{pages})"
+        threads = f"{self.threads} thread{'s' if self.threads > 1 else ''}"
+        return f"onnxruntime (CPU, {threads}, io_binding={self.io_binding}{pages})"
 
     def input_buffers(self, graph: str) -> dict[str, np.ndarray]:
         return self._graphs[graph].inputs
