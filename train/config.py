@@ -299,16 +299,21 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-# The lowlatency preset's timing (rate, hop, window, frame, vocoder ratios) with tiny's widths:
-# tests and CI of the low-latency path, trainable in seconds on a CPU.
-PRESETS["lowlatency-tiny"] = _merge(PRESETS["lowlatency"], {
-    "name": "lowlatency-tiny",
-    "vae": {"encoder_channels": [80, 32, 32, 16], "encoder_strides": [1, 2, 1]},
+# tiny's widths, for the "-tiny" variants of a preset: its timing, trainable in seconds on a CPU.
+_TINY_WIDTHS = {
     "loudness": {"n_components": 3, "n_bins": 8, "classifier_channels": 16, "adv_warmup": 20},
     "vocoder": {"ngf": 8, "n_residual": 1, "disc_scales": 2, "disc_channels": 4, "disc_max_channels": 32,
                 "disc_downsample": [4, 4]},
-    "train": {"batch": 4, "chunk": 4096, "lr": 1e-3, "vocoder_lr": 3e-4, "kl_warmup": 20, "ckpt_every": 50,
-              "log_every": 5, "pca_batches": 4},
+    "train": {"batch": 4, "lr": 1e-3, "vocoder_lr": 3e-4, "kl_warmup": 20, "ckpt_every": 50, "log_every": 5,
+              "pca_batches": 4},
+}
+
+# The lowlatency preset's timing (rate, hop, window, frame, vocoder ratios) with tiny's widths:
+# tests and CI of the low-latency path.
+PRESETS["lowlatency-tiny"] = _merge(_merge(PRESETS["lowlatency"], _TINY_WIDTHS), {
+    "name": "lowlatency-tiny",
+    "vae": {"encoder_channels": [80, 32, 32, 16], "encoder_strides": [1, 2, 1]},
+    "train": {"chunk": 4096},
 })
 
 
@@ -331,15 +336,11 @@ PRESETS["pi"] = {
 }
 
 # The pi preset's timing and multi-band layout (rate, hop, frame, 4 PQMF bands) with
-# tiny's widths: tests and CI of the multi-band path, trainable in seconds on a CPU.
-PRESETS["pi-tiny"] = _merge(PRESETS["pi"], {
+# tiny's widths: tests and CI of the multi-band path.
+PRESETS["pi-tiny"] = _merge(_merge(PRESETS["pi"], _TINY_WIDTHS), {
     "name": "pi-tiny",
     "vae": {"encoder_channels": [80, 32, 32, 16], "encoder_strides": [1, 1, 1]},
-    "loudness": {"n_components": 3, "n_bins": 8, "classifier_channels": 16, "adv_warmup": 20},
-    "vocoder": {"ngf": 8, "n_residual": 1, "disc_scales": 2, "disc_channels": 4, "disc_max_channels": 32,
-                "disc_downsample": [4, 4]},
-    "train": {"batch": 4, "chunk": 4224, "lr": 1e-3, "vocoder_lr": 3e-4, "kl_warmup": 20, "adv_start": 10,
-              "lr_decay_steps": 200, "lr_warmup": 5, "ckpt_every": 50, "log_every": 5, "pca_batches": 4},
+    "train": {"chunk": 4224, "adv_start": 10, "lr_decay_steps": 200, "lr_warmup": 5},
 })
 
 
