@@ -11,11 +11,13 @@ Two domains, about half the minutes each:
 - ``DIR/speech/``: sentences held below, spoken by espeak-ng with several
   languages, voice variants, speeds and pitches (flite when espeak-ng is absent).
 
-Two recipes.  ``default`` (6 minutes) is the one above, quick enough for CI and
+Three recipes.  ``default`` (6 minutes) is the one above, quick enough for CI and
 ``make data``.  ``varied`` (24 minutes) is for a model meant to play: it adds
 brass, reeds, organ, guitars, mallets, choir and synth voices from the same
 soundfont, and widens the speakers' pitch and speed ranges; its files carry the
-recipe's name, so both can share a folder.
+recipe's name, so both can share a folder.  ``solo`` (2 minutes, strings only) is
+violin, viola and cello melodies alone, one note at a time: held-out clips on
+which an f0 tracker means something (``wavae evaluate``'s f0 target).
 
 Files are mono 16-bit wav at the target rate, trimmed and peak-normalised, each
 written atomically. File ``i`` of a domain depends only on (seed, domain, i), so
@@ -194,13 +196,14 @@ def _scale_notes(root: int, steps: tuple[int, ...], low: int, high: int) -> np.n
     return np.array([n for n in range(low, high + 1) if (n - root) % 12 in steps])
 
 
-def phrase_midi(rng: np.random.Generator,
-                instruments: tuple[Instrument, ...] = INSTRUMENTS) -> tuple[mido.MidiFile, str]:
-    """One seeded musical phrase (8-16 s) as a type-0 MIDI file, and a short description."""
+def phrase_midi(rng: np.random.Generator, instruments: tuple[Instrument, ...] = INSTRUMENTS,
+                solo: bool = False) -> tuple[mido.MidiFile, str]:
+    """One seeded musical phrase (8-16 s) as a type-0 MIDI file, and a short description.
+    ``solo``: the melody alone, one note at a time (what an f0 tracker can follow)."""
     weights = np.array([i.weight for i in instruments])
     lead = instruments[rng.choice(len(instruments), p=weights / weights.sum())]
     basses = tuple(i for i in instruments if i.program in BASS_PROGRAMS)
-    textures = ["melody", "duet"] + (["chords", "chords"] if lead.chords else [])
+    textures = ["melody"] if solo else ["melody", "duet"] + (["chords", "chords"] if lead.chords else [])
     texture = str(rng.choice(textures))
     bpm = float(rng.uniform(60, 132))
     beat_s = 60.0 / bpm
@@ -291,7 +294,7 @@ def phrase_midi(rng: np.random.Generator,
 def render_strings(rng: np.random.Generator, sample_rate: int, tools: Tools, tmp: Path,
                    recipe: Recipe | None = None) -> np.ndarray:
     recipe = recipe or RECIPES["default"]
-    midi, _desc = phrase_midi(rng, recipe.instruments)
+    midi, _desc = phrase_midi(rng, recipe.instruments, solo=recipe.solo)
     mid, wav = tmp / "phrase.mid", tmp / "phrase.wav"
     midi.save(mid)
     _run(
@@ -433,11 +436,17 @@ class Recipe:
     speech_speed: tuple[int, int]  # espeak-ng -s range, words per minute
     minutes: float  # default length
     tag: str  # file-name tag, so recipes can share a folder
+    domains: tuple[str, ...] = DOMAINS  # what it renders, the minutes shared among them
+    solo: bool = False  # melodies alone, one note at a time
 
+
+# the bowed strings that play a melody alone: monophonic, for the f0 comparison of `wavae evaluate`
+SOLO_STRINGS = tuple(i for i in INSTRUMENTS if i.name in ("violin", "viola", "cello"))
 
 RECIPES = {
     "default": Recipe("default", INSTRUMENTS, (20, 80), (120, 200), 6.0, ""),
     "varied": Recipe("varied", INSTRUMENTS + EXTRA_INSTRUMENTS, (5, 96), (100, 230), 24.0, "varied-"),
+    "solo": Recipe("solo", SOLO_STRINGS, (20, 80), (120, 200), 2.0, "solo-", domains=("strings",), solo=True),
 }
 
 Renderer = Callable[[np.random.Generator, int, Tools, Path, Recipe], np.ndarray]
@@ -504,13 +513,14 @@ def build_corpus(
     tools = find_tools(soundfont)
     out = Path(out)
     summary: dict = {"out": str(out), "sample_rate": sample_rate, "seed": seed, "recipe": recipe}
-    for d, domain in enumerate(DOMAINS):
+    for domain in rec.domains:
+        d = DOMAINS.index(domain)  # the seed of a domain's files does not depend on the recipe's domains
         folder = out / domain
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise DataError(f"cannot create {folder}: {e}") from e
-        target = minutes * 60.0 / len(DOMAINS)
+        target = minutes * 60.0 / len(rec.domains)
         render = RENDERERS[domain]
         done, rendered, existing, planned = 0.0, 0, 0, set()
         bar = Progress(round(target, 1), domain, "s", enabled=progress)
@@ -545,7 +555,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="default",
                         help="default: 13 string, keyboard and wind instruments and 5 languages of speech, 6 "
                              "minutes (CI, make data); varied: 45 General MIDI instruments and wider speech "
-                             "pitch and speed, 24 minutes (a model meant to play)")
+                             "pitch and speed, 24 minutes (a model meant to play); solo: violin, viola and cello "
+                             "melodies alone, one note at a time, 2 minutes, no speech (the held-out clips for the "
+                             "f0 target of `wavae evaluate`)")
     parser.add_argument("--minutes", type=float, default=None,
                         help="total minutes of audio, about half per domain (default: the recipe's)")
     parser.add_argument("--sample-rate", type=int, default=24000, help="sample rate of the files, Hz (default 24000)")
@@ -557,7 +569,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     summary = build_corpus(args.out, args.minutes, args.sample_rate, args.seed, args.soundfont, recipe=args.recipe)
     total = 0.0
-    for domain in DOMAINS:
+    for domain in RECIPES[args.recipe].domains:
         s = summary[domain]
         total += s["seconds"]
         extra = f"; {s['other_files']} other wav file(s) in the folder" if s["other_files"] else ""
