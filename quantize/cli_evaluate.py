@@ -14,8 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-MAX_FILES = 8
-SECONDS = 10.0
+from .evaluate import MAX_FILES, SECONDS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,32 +33,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     import torch
 
-    from wavae.train.data import AudioError, find_audio, load_audio
-
-    from .evaluate import Clip, EvaluateError, evaluate, open_target, render_markdown, to_json, write_report
+    from .evaluate import EvaluateError, evaluate, gather_clips, open_target, render_markdown, to_json, write_report
 
     torch.set_num_threads(max(1, args.threads))
-    if args.max_files < 1 or args.seconds <= 0:
-        raise EvaluateError("--max-files must be at least 1 and --seconds positive")
     target = open_target(args.target, args.threads)
     reference = open_target(args.reference, args.threads) if args.reference else None
     if reference is not None and reference.sample_rate != target.sample_rate:
         raise EvaluateError(f"--reference runs at {reference.sample_rate} Hz, the target at {target.sample_rate} Hz")
-    paths = list(args.input)
-    if args.data is not None:
-        if not args.data.is_dir():
-            raise EvaluateError(f"--data {args.data} is not a folder")
-        found = find_audio(args.data)
-        step = max(1, len(found) // args.max_files)
-        paths += found[::step][: args.max_files]
-    clips = []
-    n = int(args.seconds * target.sample_rate)
-    for path in paths:
-        try:
-            audio = load_audio(path, target.sample_rate)[:n]
-        except AudioError as e:
-            raise EvaluateError(str(e)) from e
-        clips.append(Clip(path.name, audio))
+    clips = gather_clips(target.sample_rate, args.data, args.input, args.max_files, args.seconds)
     result = evaluate(target, clips, reference, f0=not args.no_f0)
     written = write_report(result, clips, args.report)
     if args.json:
