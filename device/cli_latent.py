@@ -1,7 +1,7 @@
 """``wavae latent``: latent paths on a bundle (see ``wavae.device.latent``); no torch.
 
-    wavae latent encode --bundle B IN.wav -o A.npz
-    wavae latent decode --bundle B A.npz -o OUT.wav
+    wavae latent encode [--bundle B] IN.wav -o A.npz
+    wavae latent decode [--bundle B] A.npz -o OUT.wav
     wavae latent edit A.npz -o B.npz [--scale S] [--bias DIM=V] [--randomize SIGMA] [--seed N]
                                       [--reverse] [--curve DIM=CURVE.json] [--curve-mode add|set]
     wavae latent interpolate A.npz B.npz -o AB.npz [--length N]
@@ -22,6 +22,7 @@ from wavae.errors import WavaeError
 from wavae.paths import input_file, output_file
 
 from .bundle import load_bundle
+from .shipped import bundle_or_default
 from .latent import (
     CURVE_MODES,
     Bias,
@@ -55,12 +56,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sub.required = True
 
     e = sub.add_parser("encode", help="encode an audio file into a latent path (.npz)")
-    e.add_argument("--bundle", required=True, help="bundle directory written by `wavae export`")
+    e.add_argument("--bundle", default=None, help="bundle directory written by `wavae export` (default: the shipped model)")
     e.add_argument("input", metavar="IN.wav", help="audio file, mono or stereo, any rate (resampled)")
     e.add_argument("-o", "--output", required=True, metavar="A.npz")
 
     d = sub.add_parser("decode", help="decode a latent path into audio (float WAV at the model rate)")
-    d.add_argument("--bundle", required=True, help="the bundle that encoded the path")
+    d.add_argument("--bundle", default=None, help="the bundle that encoded the path (default: the shipped model)")
     d.add_argument("input", metavar="A.npz")
     d.add_argument("-o", "--output", required=True, metavar="OUT.wav")
 
@@ -147,7 +148,7 @@ def main(args: argparse.Namespace) -> int:
     cmd = args.latent_command
     if cmd == "encode":
         out = output_file(args.output, (args.input,))
-        bundle = load_bundle(args.bundle)
+        bundle = load_bundle(bundle_or_default(args.bundle))
         with PathCodec(bundle) as codec:
             path = codec.encode_file(args.input, progress="encode")
         save_path(out, path)
@@ -155,7 +156,7 @@ def main(args: argparse.Namespace) -> int:
     elif cmd == "decode":
         path = load_path(args.input)
         output_file(args.output, (args.input,))
-        bundle = load_bundle(args.bundle)
+        bundle = load_bundle(bundle_or_default(args.bundle))
         path.check_bundle(bundle, f"the path {args.input}")
         with PathCodec(bundle) as codec:
             n = codec.decode_to_file(path, args.output, inputs=(args.input,), progress="decode")

@@ -38,6 +38,7 @@ from .audio_file import AudioReader, AudioWriter
 from .controls import parse_set
 from .instrument import Instrument, InstrumentSpec, timing_line
 from .live import main_live
+from .shipped import bundle_or_default
 
 from .capabilities import BACKENDS
 
@@ -45,7 +46,8 @@ DEFAULT_PERIOD = 256
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--bundle", help="bundle directory written by `wavae export` (overrides the config's)")
+    p.add_argument("--bundle", help="bundle directory written by `wavae export` (overrides the config's; "
+                                    "default: the shipped model, models/pi/pi-int8)")
     p.add_argument("--backend", choices=BACKENDS, default=None,
                    help="inference backend (default onnxruntime; tensorrt needs the Jetson's GPU)")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default 1)")
@@ -97,9 +99,10 @@ def main(args: argparse.Namespace) -> int:
             "nothing to run: give --config DEVICE.toml for the live loop, or --bundle B --input IN.wav "
             "--output OUT.wav for file mode"
         )
-    for name in ("bundle", "input", "output"):
+    for name in ("input", "output"):
         if not getattr(args, name):
-            raise WavaeError(f"file mode needs --{name} (wavae run --bundle B --input IN.wav --output OUT.wav)")
+            raise WavaeError(f"file mode needs --{name} (wavae run [--bundle B] --input IN.wav --output OUT.wav)")
+    args.bundle = bundle_or_default(args.bundle)
     stray = _flags(args, LIVE_ONLY)
     if stray:
         raise WavaeError(f"{', '.join(stray)} belong to the live loop: add --config DEVICE.toml, "

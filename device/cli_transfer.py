@@ -1,6 +1,6 @@
 """``wavae transfer``: style transfer, a sound from anywhere played through a model (no torch).
 
-    wavae transfer --bundle B IN.wav -o OUT.wav [--loudness L]
+    wavae transfer [--bundle B] IN.wav -o OUT.wav [--loudness L]
 
 The input (any rate, mono or stereo) is encoded into the bundle's latent and
 decoded again: the model can only say what it learned, so a voice through a
@@ -17,11 +17,12 @@ import argparse
 from wavae.paths import output_file
 
 from .bundle import load_bundle
+from .shipped import bundle_or_default
 from .latent import PathCodec, check_loudness, with_loudness
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--bundle", required=True, help="bundle directory written by `wavae export`")
+    p.add_argument("--bundle", default=None, help="bundle directory written by `wavae export` (default: the shipped model)")
     p.add_argument("input", metavar="IN.wav", help="audio file, mono or stereo, any rate (resampled)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.wav")
     p.add_argument("--loudness", type=float, default=None, metavar="L",
@@ -32,7 +33,7 @@ def main(args: argparse.Namespace) -> int:
     output_file(args.output, (args.input,))
     if args.loudness is not None:
         check_loudness(args.loudness)
-    bundle = load_bundle(args.bundle)
+    bundle = load_bundle(bundle_or_default(args.bundle))
     with PathCodec(bundle) as codec:
         path = codec.encode_file(args.input, progress="encode")
         if args.loudness is not None:

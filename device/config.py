@@ -38,6 +38,7 @@ from wavae.errors import WavaeError
 
 from .capabilities import BACKENDS, DEVICE_RATES
 from .controls import BIAS_LIMIT, ControlError, Controls
+from .shipped import default_bundle
 
 
 class DeviceConfigError(WavaeError, ValueError):
@@ -59,8 +60,8 @@ class BundleConfig:
     is ``strings-int8``): the name ``/wavae/bundle``, presets and the status use.
     ``paths`` lists every bundle the instrument may switch between, in the order
     ``bundle.next`` steps through them; ``path`` (or ``--bundle``) is the one
-    played at start, the first of ``paths`` when it is left out, and added in
-    front of the list when it is not in it.  ``names()`` and ``switchable()``
+    played at start, the first of ``paths`` when it is left out (the shipped
+    default model when both are), and added in front of the list when it is not in it.  ``names()`` and ``switchable()``
     give the resolved list.
     """
 
@@ -71,8 +72,11 @@ class BundleConfig:
     threads: int = 1
 
     def start(self) -> Path | None:
-        """The bundle played at start."""
-        return self.path if self.path is not None else (self.paths[0] if self.paths else None)
+        """The bundle played at start: ``path``, else the first of ``paths``, else the shipped
+        default model (``wavae.device.shipped``; None when it is not installed)."""
+        if self.path is not None:
+            return self.path
+        return self.paths[0] if self.paths else default_bundle()
 
     def switchable(self) -> tuple[Path, ...]:
         """Every bundle of this instrument, the start one included, in stepping order."""

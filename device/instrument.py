@@ -50,6 +50,7 @@ from .config import ControlsConfig, DeviceConfig, DeviceConfigError
 from .controls import Controls, ControlScript
 from .engine import Engine, check_servable
 from .realtime import set_realtime
+from .shipped import shipped_bundle
 
 log = logging.getLogger("wavae.device.instrument")
 
@@ -81,7 +82,8 @@ class InstrumentSpec:
         ``script``, ``resampler``) or replace the ones it does.
         """
         if cfg.bundle.start() is None and overrides.get("bundle") is None:
-            raise DeviceConfigError(f"{cfg.source}: no bundle: set bundle.path in the config or pass --bundle DIR")
+            raise DeviceConfigError(f"{cfg.source}: no bundle: set bundle.path in the config or pass --bundle DIR "
+                                    f"(the shipped default model, {shipped_bundle()}, is not installed)")
         a = cfg.audio
         spec = cls(
             bundle=cfg.bundle.start(),

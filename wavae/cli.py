@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "export": ("wavae.quantize.cli_export", "export a run to a device bundle (ONNX + manifest.json)"),
     "verify": ("wavae.quantize.cli_verify", "compare a bundle streaming in onnxruntime with the torch reference"),
     "evaluate": ("wavae.quantize.cli_evaluate", "measure how much a run or bundle sounds like its input (metrics, report)"),
+    "ship": ("wavae.quantize.ship", "make a trained run the shipped model: bundles, weights, evaluation, model card"),
     "engine": ("wavae.quantize.cli_engine", "build TensorRT engines from a bundle (Jetson)"),
     "run": ("wavae.device.cli_run", "run the instrument: live ALSA loop or file mode (device, no torch)"),
     "profile": ("wavae.device.cli_profile", "profile latency of a bundle on this machine (device, no torch)"),
