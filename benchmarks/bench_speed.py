@@ -616,12 +616,16 @@ def train_lowlatency_tiny(workdir: Path, steps: int) -> Path:
 def part_latency(a) -> dict:
     import numpy as np
 
-    work = CACHE / "latency"
+    work = CACHE / a.label
     work.mkdir(parents=True, exist_ok=True)
-    print(f"training lowlatency-tiny for {a.steps} + {a.steps} steps", file=sys.stderr, flush=True)
-    bundle = train_lowlatency_tiny(work, a.steps)
+    if a.bundle:
+        bundle = Path(a.bundle)
+    else:
+        print(f"training lowlatency-tiny for {a.steps} + {a.steps} steps", file=sys.stderr, flush=True)
+        bundle = train_lowlatency_tiny(work, a.steps)
     res = _stamp()
-    res.update({"steps": a.steps, "onsets": a.onsets, "prefill_periods": a.prefill_periods, "configs": []})
+    res.update({"steps": a.steps, "onsets": a.onsets, "prefill_periods": a.prefill_periods, "configs": [],
+                "bundle": str(a.bundle) if a.bundle else None})
     for rate, periods in LATENCY_RUNS:
         cmd = [sys.executable, "-c",
                "import sys; sys.modules['torch'] = None; from wavae.cli import main; sys.exit(main(sys.argv[1:]))",
@@ -774,10 +778,15 @@ def render() -> None:
             for k in labels), ""]
     for key in sorted(k for k in files if k.startswith("latency")):
         d = files[key]
-        lines += [f"## Action-to-sound: `lowlatency` timing ({key}), commit {d['commit']}, {d['when']}", "",
-                  f"`lowlatency-tiny` (the `lowlatency` preset's rate, hop, window, frame and vocoder ratios with "
-                  f"`tiny`'s widths) trained {d['steps']} + {d['steps']} steps on generated notes, one latent frame "
-                  f"(128 samples, 5.33 ms at 24 kHz) per block, fp32, one thread; `wavae profile` with "
+        if d.get("bundle"):
+            what = (f"## Action-to-sound: `{Path(d['bundle']).name}` ({key}), commit {d['commit']}, {d['when']}",
+                    f"The bundle `{d['bundle']}` as shipped, one thread; `wavae profile` with ")
+        else:
+            what = (f"## Action-to-sound: `lowlatency` timing ({key}), commit {d['commit']}, {d['when']}",
+                    f"`lowlatency-tiny` (the `lowlatency` preset's rate, hop, window, frame and vocoder ratios with "
+                    f"`tiny`'s widths) trained {d['steps']} + {d['steps']} steps on generated notes, one latent frame "
+                    f"(128 samples, 5.33 ms at 24 kHz) per block, fp32, one thread; `wavae profile` with ")
+        lines += [what[0], "", what[1] +
                   f"{d['onsets']} onsets. *Measured* is the model side (the engine's period + FIFO, "
                   f"`n + P - t` per onset); action-to-sound adds the ALSA queue, "
                   f"({d['prefill_periods']} - 1) periods of pre-fill. Jitter = p99 - p50 over the onsets. "
@@ -837,6 +846,8 @@ def main(argv=None) -> int:
     lt.add_argument("--onsets", type=int, default=40)
     lt.add_argument("--prefill-periods", type=int, default=2)
     lt.add_argument("--label", default="latency")
+    lt.add_argument("--bundle", default=None,
+                    help="measure this bundle (e.g. the shipped models/pi/pi-fp32) instead of training lowlatency-tiny")
     sub.add_parser("report", help="rewrite speed.md from the JSON files")
     a = ap.parse_args(argv)
     DATA.mkdir(parents=True, exist_ok=True)
