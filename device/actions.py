@@ -18,8 +18,11 @@ once (an unknown, missing, damaged or unservable bundle raises ``Rejected``)
 and loads the bundle in the background.  ``bundle`` is the bundle selected
 last, which ``bundle.next`` steps from; when a background load fails, the
 switcher calls ``switch_failed``, which puts ``bundle`` back to the one still
-playing and counts the failure.  Without a switcher (file mode, a single
-bundle) a bundle request is refused and says so.
+playing and counts the failure.  The live loop always has a switcher (a
+reload may bring bundles); without one (file mode, tests) a bundle request is
+refused and says so.  A reload replaces the list (``set_bundles``) and the
+preset folder (``use_presets``); the ``Actions`` itself lives as long as the
+instrument.
 
 A bundle with another latent size comes with its own ``Controls``:
 ``adopt_controls`` carries every value over to them (``Controls.adopt``) and
@@ -104,6 +107,18 @@ class Actions:
             self.controls = controls
         return dropped
 
+    def set_bundles(self, names: tuple[str, ...]) -> None:
+        """The instrument's bundles from now on (a reload of ``[bundle]``; ``BundleSwitcher.use_paths``)."""
+        with self._lock:
+            self.bundles = tuple(names)
+
+    def use_presets(self, presets: PresetStore | None) -> None:
+        """Save and load presets in ``presets`` from now on (a reload of ``[presets]``)."""
+        with self._lock:
+            if presets is None or self.presets is None or presets.dir != self.presets.dir:
+                self.preset = None  # the preset last loaded is not one of this folder's
+            self.presets = presets
+
     def get(self, name: str) -> Any:
         try:
             return self.controls.get(name)
@@ -183,7 +198,8 @@ class Actions:
                            f"(list them in [bundle] paths; file mode never switches); "
                            f"{self.bundle or 'the current bundle'} keeps playing")
         if self.bundles and name not in self.bundles:
-            raise Rejected(f"unknown bundle {name!r}; this instrument has {', '.join(self.bundles)}")
+            raise Rejected(f"unknown bundle {name!r}; this instrument has {', '.join(self.bundles)} "
+                           f"(list its bundles in [bundle] paths)")
         with self._lock:
             self.switch_bundle(name)
             self.bundle = name

@@ -534,40 +534,31 @@ def main_live(args: Any, open_gpio: Callable | None = None, open_adc: Callable |
         duplex.open()  # a missing PCM fails here, before the model is loaded
         stack.callback(duplex.close, drain=False)
         inst = stack.enter_context(Instrument.open(spec))
-        switcher = None
         names = cfg.bundle.names()
-        if len(names) > 1:  # live bundle switching (wavae.device.switch): closes what it opened, after the chain
-            switcher = BundleSwitcher(spec, names, inst)
-            stack.callback(switcher.close)
+        # live bundle switching (wavae.device.switch), also with one bundle: a reload may bring others;
+        # it closes what it opened, after the chain
+        switcher = BundleSwitcher(spec, names, inst)
+        stack.callback(switcher.close)
         chain = build_chain(inst, cfg, report)
         stack.callback(chain.close)
         latency = _latency_report(inst.engine, duplex, chain.processor, cfg.audio.rate)
-        status = live_status(duplex, chain.processor, lambda: chain.engine_step.engine, latency,
-                             switcher.status if switcher is not None else None)
+        status = live_status(duplex, chain.processor, lambda: chain.engine_step.engine, latency, switcher.status)
+        switcher.worker_frames = chain.processor.extra_latency_frames
+        switcher.on_switched = lambda new: latency.update(
+            _latency_report(new.engine, duplex, chain.processor, cfg.audio.rate))
         # panel, OSC and MIDI: their own ordinary-priority threads, writing only the controls
-        if switcher is not None:
-            switcher.worker_frames = chain.processor.extra_latency_frames
-            switcher.on_switched = lambda new: latency.update(
-                _latency_report(new.engine, duplex, chain.processor, cfg.audio.rate))
-            dims = switcher.latent_dims()
-            inputs = start_inputs(cfg, inst.controls, inst.bundle.path.name, status, bundles=tuple(names),
-                                  switch_bundle=switcher.request,
-                                  mapping_latent=max([inst.bundle.latent_dim, *dims.values()]),
-                                  open_gpio=open_gpio, open_adc=open_adc)
-            stack.callback(inputs.stop)
-            switcher.start(chain.engine_step, inputs.actions)
-            stack.callback(switcher.stop)  # before the inputs stop: no switch starts while closing
-        else:
-            inputs = start_inputs(cfg, inst.controls, inst.bundle.path.name, status,
-                                  open_gpio=open_gpio, open_adc=open_adc)
-            stack.callback(inputs.stop)
-        actions = inputs.actions
+        inputs = start_inputs(cfg, inst.controls, inst.bundle.path.name, status, bundles=tuple(names),
+                              switch_bundle=switcher.request,
+                              mapping_latent=max([inst.bundle.latent_dim, *switcher.latent_dims().values()]),
+                              open_gpio=open_gpio, open_adc=open_adc)
+        stack.callback(inputs.stop)
+        switcher.start(chain.engine_step, inputs.actions)
+        stack.callback(switcher.stop)  # before the inputs stop: no switch starts while closing
         # mlockall once everything is loaded; notify, watchdog, status file and SIGHUP on their own thread
         locked = lock_memory() if cfg.service.realtime_priority > 0 else False
         service = watch_live_loop(
-            cfg=cfg, load=lambda: build_config(args),
-            apply_controls=lambda c: actions.update(c.controls.for_latent(actions.controls.latent_dim, c.source)),
-            bundle=inst.bundle, duplex=duplex, processor=chain.processor, engine=inst.engine, latency=latency,
+            cfg=cfg, load=lambda: build_config(args), inputs=inputs, switcher=switcher,
+            duplex=duplex, processor=chain.processor, engine=inst.engine, latency=latency,
             realtime=inst.realtime, memory_locked=locked,
         )
         try:
@@ -576,8 +567,7 @@ def main_live(args: Any, open_gpio: Callable | None = None, open_adc: Callable |
             service.stop()  # STOPPING=1 before the drain
         duplex.close(drain=True)
     summary = summarize(cfg, inst, chain, stats, latency)
-    if switcher is not None:
-        summary.update(switcher.status())
+    summary.update(switcher.status())
     summary["memory_locked"], summary["ready_after_s"] = locked, service.ready_at
     print(json.dumps(summary), flush=True)
     return 0

@@ -10,9 +10,11 @@ only reads the loop's counters:
   reopen attempts); the watchdog pings only when it moved.
 - ``facts()`` gives the loop's counters for the status file and ``STATUS=``.
 - SIGHUP sets a flag (the handler does nothing else); the thread sends
-  ``RELOADING=1``, calls ``reload()`` (``wavae.device.reload``), logs what it
-  did or why the new config was refused (the old one keeps running), and
-  sends ``READY=1``.
+  ``RELOADING=1``, calls ``reload()`` (``wavae.device.reload``: config,
+  mapping file and bundle, applied while the audio plays), logs what it did
+  or why the new config was refused (the old one keeps running), and sends
+  ``READY=1``.  While a reload waits for a bundle switch (``pause``), the
+  thread keeps feeding the watchdog: the audio goes on meanwhile.
 - ``stop()`` sends ``STOPPING=1``, writes the final status and joins.
 
 Cadence: the thread wakes every ``TICK_S`` until READY=1, then every
@@ -66,7 +68,8 @@ def status_line(s: Mapping[str, Any]) -> str:
 class Service:
     """Watches a running loop for systemd and the technician (see the module docstring).
 
-    ``info``: what does not change during the run (model, preset, latency_ms, ...).
+    ``info``: what does not change during the run (backend, config, threading, ...); ``facts()``
+    what does (counters, and the model, which a bundle switch changes).
     ``status_dir``: where ``status.json`` goes; None picks ``runtime_dir()``
     (``$RUNTIME_DIRECTORY``, set by systemd), False writes none.
     """
@@ -163,6 +166,18 @@ class Service:
                     next_notify = now + STATUS_NOTIFY_EVERY_S
                     self.notifier.status(status_line(status))
 
+    def pause(self, seconds: float) -> None:
+        """Wait on the service thread while feeding the watchdog (a reload waiting for a bundle switch:
+        the audio goes on meanwhile, and the watchdog pings as long as it does)."""
+        end = time.monotonic() + seconds
+        while True:
+            now = time.monotonic()
+            if self.watchdog is not None:
+                self.watchdog.poll(now)
+            if now >= end:
+                return
+            time.sleep(min(TICK_S, end - now))
+
     def _became_ready(self) -> None:
         self.state = "running"
         self.ready_at = time.time() - self.started_at
@@ -182,6 +197,9 @@ class Service:
         except WavaeError as e:
             self.last_reload = f"refused: {e}; still running with the previous config"
             log.error("reload refused: %s; still running with the previous config", e)
+        except Exception as e:  # a bug or an OS error must not end this thread: the watchdog would starve
+            self.last_reload = f"failed: {type(e).__name__}: {e}; the audio plays on (`systemctl restart wavae`)"
+            log.exception("reload failed; the audio plays on")
         else:
             self.last_reload = f"done: {what}"
             log.info("reload: %s", what)
@@ -224,8 +242,8 @@ def watch_live_loop(
     *,
     cfg,
     load: Callable[[], Any],
-    apply_controls: Callable[[Any], None],
-    bundle,
+    inputs,
+    switcher,
     duplex,
     processor,
     engine,
@@ -239,12 +257,13 @@ def watch_live_loop(
     first output sample (``signal_delay + worker`` frames into the stream) has
     been written.  Progress: periods written that were not late (a hung
     inference worker leaves only late periods) plus device reopen attempts (a
-    lost device is a loop that is alive and retrying).
+    lost device is a loop that is alive and retrying).  The model, its preset
+    and precision are the bundle playing now (``switcher``: a live switch or a
+    reload may change it).  SIGHUP: a ``ConfigReloader`` over ``inputs``
+    (``wavae.device.inputs.Inputs``) and ``switcher``.
     """
     period = cfg.audio.period_size
     first_period = int(latency["signal_delay_frames"] + latency["worker_frames"]) // period + 1
-    # the engine's and the worker's delays are fixed by construction; the I/O share is measured by the loop
-    fixed_frames = latency["signal_delay_frames"] + latency["worker_frames"]
     ms_per_frame = 1000.0 / cfg.audio.rate
 
     def progress() -> int:
@@ -256,8 +275,12 @@ def watch_live_loop(
 
     def facts() -> dict[str, Any]:
         st = duplex.stats
+        # the engine's and the worker's delays are fixed by construction (for the bundle playing: the
+        # switcher redoes the latency report); the I/O share is measured by the loop
+        fixed_frames = latency["signal_delay_frames"] + latency["worker_frames"]
         measured = round((fixed_frames + st.io_distance) * ms_per_frame, 3) if st.io_distance else None
         return {
+            **bundle_facts(switcher.current.bundle),
             "audio_s": round(st.frames / cfg.audio.rate, 1),
             "periods": st.periods,
             "xruns": st.xruns,
@@ -267,26 +290,23 @@ def watch_live_loop(
             "reopens": st.reopens,
             "nan_resets": engine.stats["nan_resets"],
             "realigns": st.realigns,
+            "latency_ms": latency["total_ms"],
             "latency_measured_ms": measured,  # latency_ms with the I/O share as the loop last measured it
         }
 
     def apply_service(service_cfg) -> None:
         duplex.service = service_cfg  # a frozen dataclass: the loop reads the new one at its next use
 
-    source = bundle.manifest.get("source") if isinstance(bundle.manifest.get("source"), dict) else {}
     info = {
-        "model": bundle.path.name,
-        "preset": source.get("preset"),
-        "precision": bundle.precision,
         "backend": cfg.bundle.backend,
         "config": cfg.source,
         "threading": cfg.audio.threading,
-        "latency_ms": latency["total_ms"],
         "realtime": realtime,
         "memory_locked": memory_locked,
     }
-    reloader = ConfigReloader(load, cfg, apply_controls, apply_service)
+    reloader = ConfigReloader(load, cfg, inputs.actions, apply_service, inputs=inputs, switcher=switcher)
     service = Service(progress=progress, is_ready=is_ready, facts=facts, info=info, reload=reloader)
+    reloader.pause = service.pause  # waiting for a bundle switch keeps the watchdog fed
     if service.watchdog_s is not None:
         s = cfg.service
         for key, value in (("io_timeout_s", s.io_timeout_s), ("reopen_interval_s", s.reopen_interval_s)):
@@ -297,3 +317,9 @@ def watch_live_loop(
                     key, value, service.watchdog_s,
                 )
     return service.start()
+
+
+def bundle_facts(bundle) -> dict[str, Any]:
+    """What the status says of a bundle: its name (the model), the training preset, the precision."""
+    source = bundle.manifest.get("source") if isinstance(bundle.manifest.get("source"), dict) else {}
+    return {"model": bundle.path.name, "preset": source.get("preset"), "precision": bundle.precision}

@@ -2,10 +2,12 @@
 
 ``[bundle] paths`` lists the bundles of an instrument; a bundle is named by its
 folder's name.  A panel button or encoder (``bundle.next`` / ``bundle.prev``),
-MIDI program change (``selects = "bundle"``), ``/wavae/bundle NAME`` and a
-preset saved with another bundle all end in ``BundleSwitcher.request``, through
-``Actions.select_bundle``.  A switch goes in three steps, none on the audio
-thread:
+MIDI program change (``selects = "bundle"``), ``/wavae/bundle NAME``, a
+preset saved with another bundle and a reload whose ``[bundle]`` names a new
+start bundle (``wavae.device.reload``: ``use_paths`` for the new list, then
+``switch_and_wait``) all end in ``BundleSwitcher.request``, through
+``Actions.select_bundle``.  The live loop has a switcher even with one bundle,
+for that reload.  A switch goes in three steps, none on the audio thread:
 
 1. ``request`` (the input's own thread) checks what can be checked in
    milliseconds: the name is one of the instrument's, the bundle is there and
@@ -75,6 +77,17 @@ log = logging.getLogger("wavae.device.switch")
 POLL_S = 0.005  # how often the loader looks whether the chain has finished a crossfade
 
 
+def latent_dims(paths: dict[str, Path]) -> dict[str, int]:
+    """Each readable bundle's latent size, by name (manifests only; an unreadable one is left out and logged)."""
+    dims: dict[str, int] = {}
+    for name, path in paths.items():
+        try:
+            dims[name] = load_bundle(path, verify=False).latent_dim
+        except WavaeError as e:
+            log.warning("bundle %s cannot be switched to: %s", name, e)
+    return dims
+
+
 @dataclass(frozen=True)
 class Incoming:
     """What the switcher hands the chain (``EngineStep.incoming``)."""
@@ -112,6 +125,7 @@ class BundleSwitcher:
         self.paths = dict(paths)
         self.current = current
         self.playing = current.bundle.path.name
+        self.playing_path = current.bundle.path
         self.on_switched = on_switched
         self.step: Any = None  # the chain's EngineStep, from start()
         self.actions: Actions | None = None
@@ -132,18 +146,20 @@ class BundleSwitcher:
 
     def latent_dims(self) -> dict[str, int]:
         """Each readable bundle's latent size (manifests only; an unreadable one is left out and logged)."""
-        dims: dict[str, int] = {}
-        for name, path in self.paths.items():
-            try:
-                dims[name] = load_bundle(path, verify=False).latent_dim
-            except WavaeError as e:
-                log.warning("bundle %s cannot be switched to: %s", name, e)
-        return dims
+        return latent_dims(self.paths)
+
+    def use_paths(self, paths: dict[str, Path]) -> None:
+        """A new list of bundles (a reload of ``[bundle]``): switches and ``bundle.next`` use it from now
+        on; the bundle playing keeps playing, in the list or not.  One reference store each."""
+        self.paths = dict(paths)
+        if self.actions is not None:
+            self.actions.set_bundles(tuple(self.paths))
 
     # -- the input threads -----------------------------------------------------------------
-    def request(self, name: str) -> None:
-        """Check bundle ``name`` and leave it for the loader; ``Rejected`` says why it cannot be."""
-        path = self.paths.get(name)
+    def check(self, name: str, path: Path | None = None) -> Path:
+        """Whether bundle ``name`` (at ``path``; default: the list's) can be switched to: its folder,
+        checked whole, and servable at the running device settings.  ``Rejected`` says why not."""
+        path = self.paths.get(name) if path is None else path
         if path is None:
             raise Rejected(f"unknown bundle {name!r}; this instrument has {', '.join(self.paths)}")
         s = self.spec
@@ -152,11 +168,49 @@ class BundleSwitcher:
             check_servable(bundle, s.device_rate, s.period, s.channels_in, s.channels_out)
         except WavaeError as e:
             raise Rejected(f"bundle {name} cannot be played: {e}; {self.playing} keeps playing") from None
+        return path
+
+    def request(self, name: str) -> None:
+        """Check bundle ``name`` and leave it for the loader; ``Rejected`` says why it cannot be."""
+        path = self.check(name)
         if self._thread is None:
             raise Rejected(f"bundle switching is not running; {self.playing} keeps playing")
         with self._cv:
+            if self._wanted is None and self.state == "idle" and self._is_playing(name, path):
+                return  # already playing: nothing to load (bundle.next on a one-bundle instrument)
             self._wanted = (name, path)
             self._cv.notify()
+
+    def _is_playing(self, name: str, path: Path) -> bool:
+        return name == self.playing and path == self.playing_path
+
+    def switch_and_wait(self, name: str, timeout: float, pause: Callable[[float], None]) -> tuple[str, str | None]:
+        """Select bundle ``name`` as ``/wavae/bundle`` does (``Actions.select_bundle``, which calls
+        ``request``), then wait (``pause`` between looks) until the loader has switched or failed.
+
+        Returns ``("playing", None)`` once ``name`` plays, ``("failed", why)`` when its load failed
+        (the bundle playing keeps playing), ``("loading", why)`` when it is still under way after
+        ``timeout`` s; ``Rejected`` from ``request``."""
+        done = self.switched + self.failed
+        if self.actions is not None:
+            self.actions.select_bundle(name)
+        else:
+            self.request(name)
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._cv:
+                busy = self._wanted is not None or self.state != "idle"
+            if not busy and (self.switched + self.failed > done or self.playing == name):
+                break
+            if self._stop:
+                return "failed", f"the instrument is stopping; bundle {name} was not switched to"
+            if time.monotonic() >= deadline:
+                return "loading", (f"bundle {name} is still loading after {timeout:g} s; {self.playing} plays until "
+                                   f"it is ready (the status shows bundle_switch)")
+            pause(POLL_S * 10)
+        if self.playing == name:
+            return "playing", None
+        return "failed", f"bundle {self.last_error or name + ': did not load'}; {self.playing} keeps playing"
 
     # -- the loader thread -------------------------------------------------------------------
     def start(self, step: Any, actions: Actions) -> "BundleSwitcher":
@@ -175,8 +229,9 @@ class BundleSwitcher:
                     return
                 name, path = self._wanted
                 self._wanted = None
-            if name == self.playing:
-                continue
+                if self._is_playing(name, path):
+                    continue
+                self.state, self.target = "loading", name  # under the lock: never idle with a request taken
             try:
                 self._switch(name, path)
             except Exception as e:  # the loader must outlive any bundle: report it, keep the one playing
@@ -211,7 +266,7 @@ class BundleSwitcher:
         if retired is not old.engine:
             log.warning("bundle switch: the chain retired an engine it was not expected to")
         self._close(old)
-        self.current, self.playing = inst, name
+        self.current, self.playing, self.playing_path = inst, name, path
         self.state, self.target, self.last_error = "idle", None, None
         self.switched += 1
         log.info("bundle %s playing (loaded and crossfaded in %.2f s)", name, time.monotonic() - t0)

@@ -3,14 +3,26 @@
 ``NotifySocket`` binds a real ``AF_UNIX`` datagram socket (abstract by default)
 whose name goes in ``NOTIFY_SOCKET``, exactly as systemd does for a
 ``Type=notify`` unit, and records what arrives with arrival times.
+
+Run as a script (``python tests/service_helpers.py run --config D.toml ...``)
+it is ``wavae run`` with the panel's ADC replaced at its outermost boundary:
+``FilePots``, an MCP3008 whose eight pots all stand where the file named by
+``WAVAE_TEST_POTS`` says (one number, 0..1023, read at each conversion: the
+test turns the knobs by writing it), a new one each time the panel opens its
+bus (at start, and at each restart a reload makes).  Everything above it is
+the real code.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import socket
+import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 
 class NotifySocket:
@@ -56,3 +68,27 @@ class NotifySocket:
         self._stop.set()
         self._thread.join(timeout=2)
         self.sock.close()
+
+
+def run_with_fake_pots(argv: list[str]) -> int:
+    """``wavae run`` (its own command line) with the panel's pots where ``WAVAE_TEST_POTS`` says."""
+    from wavae.device import cli_run
+    from wavae.device.live import main_live
+    from wavae.device.panel.fakes import FakeMcp3008
+
+    class FilePots(FakeMcp3008):
+        def xfer2(self, data: list[int]) -> list[int]:
+            self.values = [int(pots.read_text())] * 8
+            return super().xfer2(data)
+
+    p = argparse.ArgumentParser(prog="service_helpers.py run")
+    cli_run.add_arguments(p)
+    args = p.parse_args(argv)
+    pots = Path(os.environ["WAVAE_TEST_POTS"])
+    return main_live(args, open_adc=FilePots)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["run"]:
+        sys.exit("usage: WAVAE_TEST_POTS=FILE service_helpers.py run --config DEVICE.toml [wavae run options]")
+    sys.exit(run_with_fake_pots(sys.argv[2:]))

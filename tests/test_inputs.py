@@ -117,3 +117,45 @@ def test_input_threads_run_at_ordinary_priority_under_a_realtime_caller(tmp_path
     t.start()
     t.join(10)
     assert result == {"caller": os.SCHED_FIFO, "panel": os.SCHED_OTHER, "osc": os.SCHED_OTHER}
+
+
+def test_apply_restarts_only_what_changed_and_a_port_in_use_leaves_the_old_server(tmp_path):
+    import dataclasses
+
+    from pythonosc.osc_message import OscMessage
+    from pythonosc.osc_message_builder import OscMessageBuilder
+
+    from wavae.device.config import OscConfig, PresetsConfig
+    from wavae.device.inputs import plan_inputs
+    from wavae.device.osc import OscError
+
+    def status(address) -> dict:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+            c.settimeout(5)
+            c.sendto(OscMessageBuilder("/wavae/status").build().dgram, address)
+            return json.loads(OscMessage(c.recvfrom(65536)[0]).params[0])
+
+    cfg = _cfg(tmp_path, load=None)
+    mapping = load_mapping(cfg.panel.mapping, 4)
+    inputs = start_inputs(cfg, Controls(4), "b", open_gpio=lambda: FakeGpioLines(mapping.input_lines()),
+                          open_adc=lambda: FakeMcp3008())
+    try:
+        panel, osc = inputs.panel, inputs.osc
+        assert inputs.apply(plan_inputs(cfg, 4)) == ()  # the same files read again: nothing restarts
+        assert inputs.panel is panel and inputs.osc is osc
+        # a port another program holds: refused, and the old server listens on as before
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
+            other.bind(("127.0.0.1", 0))
+            taken = dataclasses.replace(cfg, osc=OscConfig(port=other.getsockname()[1]))
+            with pytest.raises(OscError, match="cannot listen for OSC"):
+                inputs.apply(plan_inputs(taken, 4))
+        assert inputs.osc is osc and inputs.plan.osc == cfg.osc
+        assert status(osc.address)["bundle"] == "b"
+        # a MIDI CC retargeted in the mapping, and another preset folder: the panel and OSC are untouched
+        (tmp_path / "panel.toml").write_text(MAPPING.replace('target = "bias.0"', 'target = "bias.1"'))
+        moved = dataclasses.replace(cfg, presets=PresetsConfig(dir=tmp_path / "other"))
+        assert inputs.apply(plan_inputs(moved, 4)) == ("presets",)
+        assert inputs.panel is panel and inputs.osc is osc
+        assert inputs.actions.presets.dir == tmp_path / "other" and (tmp_path / "other").is_dir()
+    finally:
+        inputs.stop()

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -23,8 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from alsa_helpers import JackServer, alsa_env, jack_pcms, jackd_available
+from alsa_helpers import JackServer, alsa_env, jack_pcms, jackd_available, write_text_atomic
 from service_helpers import NotifySocket
+from wavae.device.actions import Actions
 from wavae.device.config import load_config
 from wavae.device.controls import Controls
 from wavae.device.notify import Notifier, Watchdog, watchdog_interval
@@ -236,9 +238,7 @@ def test_reload_applies_controls_and_live_service_keys_and_defers_the_rest(tmp_p
     running = load_config(cfg_path)
     controls = Controls(8)
     handed: list = []
-    reloader = ConfigReloader(lambda: load_config(cfg_path), running,
-                              apply_controls=lambda c: controls.update(c.controls.as_dict()),
-                              apply_service=handed.append)
+    reloader = ConfigReloader(lambda: load_config(cfg_path), running, Actions(controls), apply_service=handed.append)
     assert reloader() == "no change"
     controls.update({"noise": 0.2})  # a knob turned during the evening ...
     assert controls.get("noise") == pytest.approx(0.2)
@@ -263,18 +263,35 @@ def test_reload_refuses_a_bad_config_and_keeps_the_running_one(tmp_path):
     cfg_path = _write(tmp_path / "d.toml", tmp_path / "b")
     running = load_config(cfg_path)
     applied: list = []
-    reloader = ConfigReloader(lambda: load_config(cfg_path), running, applied.append, applied.append)
+    controls = Controls(8)
+    reloader = ConfigReloader(lambda: load_config(cfg_path), running, Actions(controls), applied.append)
     cfg_path.write_text(cfg_path.read_text().replace("feedback_gain = 0.3", "feedback_gain = 0.6\nfeedbak = 1"))
     with pytest.raises(DeviceConfigError, match="controls.feedbak: unknown key"):
         reloader()
-    assert reloader.current is running and applied == []
+    assert reloader.current is running and applied == [] and controls.get("feedback_gain") != 0.6
+
+
+def test_plan_reload_sorts_each_change_by_how_it_can_be_applied(tmp_path):
+    cfg_path = _write(tmp_path / "d.toml", tmp_path / "b")
+    running = load_config(cfg_path)
+    bundles = f'paths = ["{tmp_path / "b"}", "{tmp_path / "c"}"]\ncrossfade_ms = 50\n'
+    cfg_path.write_text(cfg_path.read_text().replace("[audio]", bundles + "[audio]") + "[osc]\nport = 9100\n")
+    plan = plan_reload(running, load_config(cfg_path))
+    assert plan.bundle == ("bundle.paths",)  # live, through the switcher
+    assert plan.inputs == ("[osc]",)  # live, through the inputs
+    assert plan.restart == ("bundle.crossfade_ms",) and not plan.controls and not plan.service
+    # a reloader without a switcher or inputs applies neither: it says they wait for a restart
+    what = ConfigReloader(lambda: load_config(cfg_path), running, Actions(Controls(8)), lambda s: None)()
+    assert what == ("bundle.crossfade_ms, bundle.paths, [osc] changed: kept the running values; "
+                    "`systemctl restart wavae` applies them")
 
 
 def test_reload_checks_a_new_bundle_before_the_restart(tmp_path, tiny_bundle):
     from wavae.device.bundle import BundleError
 
     cfg_path = _write(tmp_path / "d.toml", tiny_bundle)
-    reloader = ConfigReloader(lambda: load_config(cfg_path), load_config(cfg_path), lambda c: None, lambda s: None)
+    reloader = ConfigReloader(lambda: load_config(cfg_path), load_config(cfg_path), Actions(Controls(8)),
+                              lambda s: None)  # no switcher: a new bundle waits for a restart, checked now
     broken = tmp_path / "broken"
     shutil.copytree(tiny_bundle, broken)
     (broken / "manifest.json").write_text("{")
@@ -390,12 +407,17 @@ def _service_env(tmp_path: Path, jack: JackServer, sock: NotifySocket, watchdog_
     return env
 
 
+# `wavae run` with the panel's ADC at its outermost boundary replaced (tests/service_helpers.py)
+FAKE_POTS_RUN = [sys.executable, str(Path(__file__).with_name("service_helpers.py")), "run"]
+
+
 class Live:
     """`wavae run --config` as systemd starts it, its stderr collected as it comes."""
 
-    def __init__(self, cfg: Path, env: dict, seconds: float | None = None):
-        args = ["run", "--config", str(cfg)] + (["--seconds", str(seconds)] if seconds else [])
-        self.proc = subprocess.Popen(WAVAE + args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def __init__(self, cfg: Path, env: dict, seconds: float | None = None, command: list[str] = WAVAE + ["run"]):
+        args = ["--config", str(cfg)] + (["--seconds", str(seconds)] if seconds else [])
+        self.proc = subprocess.Popen(command + args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
         self.lines: list[tuple[float, str]] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -504,6 +526,156 @@ def test_sighup_reloads_without_stopping_the_audio_and_refuses_a_bad_config(tmp_
             live.proc.kill()
     assert code == 0, live.stderr[-3000:]
     assert "reload refused" in live.stderr and "Traceback" not in live.stderr
+    assert summary["xruns_unrecovered"] == 0
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
+    try:
+        for s in socks:  # held together: n different ports
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _osc_status(port: int, timeout: float = 2.0) -> dict | None:
+    """``/wavae/status`` on ``port``: the reply's JSON, or None when none came within ``timeout``."""
+    from pythonosc.osc_message import OscMessage
+    from pythonosc.osc_message_builder import OscMessageBuilder
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+        c.settimeout(timeout)
+        c.sendto(OscMessageBuilder("/wavae/status").build().dgram, ("127.0.0.1", port))
+        try:
+            data = c.recv(65536)
+        except (socket.timeout, ConnectionRefusedError):
+            return None
+    return json.loads(OscMessage(data).params[0])
+
+
+def _status_when(port: int, ok, timeout: float = 10.0) -> dict:
+    """The first ``/wavae/status`` on ``port`` for which ``ok(status)`` holds."""
+    deadline = time.monotonic() + timeout
+    st = None
+    while time.monotonic() < deadline:
+        st = _osc_status(port)
+        if st is not None and ok(st):
+            return st
+        time.sleep(0.05)
+    raise AssertionError(f"not within {timeout} s; last status: {st}")
+
+
+def _sighup(live: Live, sock: NotifySocket, after: int) -> tuple[int, str]:
+    """SIGHUP, then RELOADING=1 and READY=1 from the instrument: the READY's index and its STATUS (the answer)."""
+    live.proc.send_signal(signal.SIGHUP)
+    j, _, _ = sock.wait_for("RELOADING", after=after, timeout=10)
+    k, _, ready = sock.wait_for("READY", after=j + 1, timeout=40)
+    return k, ready["STATUS"]
+
+
+PANEL = """
+[adc]
+takeover = "jump"
+ema_alpha = 1.0
+[[pot]]
+channel = 0
+target = "{target}"
+range = [0.0, {high}]
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_why is not None, reason=_why or "")
+def test_sighup_restarts_osc_and_the_panel_on_a_new_port_and_mapping_and_refuses_a_broken_one(
+        tmp_path, tiny_bundle, jack, notify_sock):
+    """(a) a new [osc] port: the old one falls silent, the new one answers; (b) the mapping file's content
+    alone changed (the pot retargeted): the panel drives the new target, not the old; (d) a broken mapping:
+    refused with the file and key, the running panel and OSC go on."""
+    pytest.importorskip("pythonosc", reason="python-osc is not installed (pip install 'wavae-edge[panel]')")
+    p1, p2 = _free_ports(2)
+    pots = write_text_atomic(tmp_path / "pots", "1023")  # every pot at its top
+    mapping = write_text_atomic(tmp_path / "panel.toml", PANEL.format(target="feedback_gain", high=0.8))
+    cfg = _write(tmp_path / "d.toml", tiny_bundle, threading_mode="worker",
+                 extra=f'[osc]\nport = {p1}\n[panel]\nmapping = "panel.toml"\nadc_hz = 20\n')
+    env = dict(_service_env(tmp_path, jack, notify_sock, watchdog_usec=2_000_000), WAVAE_TEST_POTS=str(pots))
+    live = Live(cfg, env, command=FAKE_POTS_RUN)
+    try:
+        i, _, _ = notify_sock.wait_for("READY")
+        _status_when(p1, lambda st: st["controls"]["feedback_gain"] == 0.8)  # the pot drives its target
+        # (a) the OSC port
+        cfg.write_text(cfg.read_text().replace(f"port = {p1}", f"port = {p2}"))
+        i, what = _sighup(live, notify_sock, i + 1)
+        assert "restarted: osc" in what and "panel" not in what, what
+        assert _osc_status(p1, timeout=0.5) is None  # the old port no longer answers
+        assert _osc_status(p2)["controls"]["feedback_gain"] == 0.8  # the new one does, same instrument
+        # (b) the mapping file changed, the config did not: the pot now drives scale
+        write_text_atomic(mapping, PANEL.format(target="scale", high=2.5))
+        i, what = _sighup(live, notify_sock, i + 1)
+        assert "restarted: panel" in what and "osc" not in what, what
+        write_text_atomic(pots, "512")
+        st = _status_when(p2, lambda st: st["controls"]["scale"] == pytest.approx(2.5 * 512 / 1023))
+        assert st["controls"]["feedback_gain"] == 0.8  # the old target is no longer driven
+        # (d) a broken mapping: refused, and says why; the running panel and OSC go on
+        write_text_atomic(mapping, PANEL.format(target="volume", high=1.0))
+        i, what = _sighup(live, notify_sock, i + 1)
+        assert "refused" in what and "panel.toml" in what and "pot[0].target" in what, what
+        write_text_atomic(pots, "1023")
+        _status_when(p2, lambda st: st["controls"]["scale"] == 2.5)
+        live.proc.send_signal(signal.SIGTERM)
+        code, summary = live.finish()
+    finally:
+        if live.proc.poll() is None:
+            live.proc.kill()
+    print("".join(line for _, line in live.lines if "reload" in line))
+    assert code == 0, live.stderr[-3000:]
+    assert "Traceback" not in live.stderr and "unexpected error" not in live.stderr
+    assert summary["xruns_unrecovered"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_why is not None, reason=_why or "")
+def test_sighup_switches_to_a_new_start_bundle_while_playing_and_refuses_a_missing_one(
+        tmp_path, tiny_bundle, tiny_bundle_b, jack, notify_sock):
+    """(d) [bundle] path names a folder that is not there: refused, and says why, the bundle playing plays on;
+    (c) [bundle] path names a second bundle: switched to live (loaded in the background, crossfaded), the
+    status names it, and the audio never stopped."""
+    pytest.importorskip("pythonosc", reason="python-osc is not installed (pip install 'wavae-edge[panel]')")
+    (port,) = _free_ports(1)
+    cfg = _write(tmp_path / "d.toml", tiny_bundle, extra=f"[osc]\nport = {port}\n")
+    status_file = tmp_path / "run" / "status.json"
+    live = Live(cfg, _service_env(tmp_path, jack, notify_sock, watchdog_usec=2_000_000))
+    try:
+        i, _, _ = notify_sock.wait_for("READY")
+        assert _osc_status(port)["bundle_playing"] == tiny_bundle.name
+        periods_before = read_status(status_file)["periods"]
+        # (d) a bundle that is not there
+        cfg.write_text(cfg.read_text().replace(str(tiny_bundle), str(tmp_path / "gone")))
+        i, what = _sighup(live, notify_sock, i + 1)
+        assert "refused" in what and "gone" in what and "does not exist" in what, what
+        assert f"{tiny_bundle.name} keeps playing" in what
+        # (c) a second bundle
+        cfg.write_text(cfg.read_text().replace(str(tmp_path / "gone"), str(tiny_bundle_b)))
+        i, what = _sighup(live, notify_sock, i + 1)
+        assert f"bundle {tiny_bundle_b.name} playing" in what, what
+        st = _osc_status(port)
+        assert st["bundle_playing"] == tiny_bundle_b.name and st["bundle"] == tiny_bundle_b.name
+        assert len(st["controls"]["bias"]) == 4  # tiny-b's own controls (latent 4)
+        time.sleep(1.2)
+        status = read_status(status_file)
+        assert status["model"] == tiny_bundle_b.name and "refused" not in status["last_reload"]
+        assert status["periods"] > periods_before + 100  # the audio went on through both reloads
+        live.proc.send_signal(signal.SIGTERM)
+        code, summary = live.finish()
+    finally:
+        if live.proc.poll() is None:
+            live.proc.kill()
+    print("".join(line for _, line in live.lines if "reload" in line or "bundle" in line))
+    assert code == 0, live.stderr[-3000:]
+    assert "Traceback" not in live.stderr
+    assert summary["bundle_playing"] == tiny_bundle_b.name
+    assert summary["bundle_switch"]["switched"] == 1 and summary["bundle_switch"]["failed"] == 0
     assert summary["xruns_unrecovered"] == 0
 
 

@@ -249,3 +249,42 @@ def test_a_bundle_that_cannot_load_leaves_the_playing_one_and_says_why(tiny_bund
         np.testing.assert_array_equal(np.concatenate(rig.outputs), want)
     finally:
         rig.close()
+
+
+def test_a_reload_switches_to_a_new_start_bundle_and_keeps_the_old_one_when_it_cannot_load(
+        tiny_bundle, other_bundle, tmp_path):
+    """``[bundle]`` on SIGHUP (``wavae.device.reload``): a new list is applied and the bundle playing plays
+    on; a new start bundle is switched to through the switcher and waited for; one that onnxruntime refuses
+    in the background leaves the old one playing and ``[bundle]`` as it was, and the answer says why."""
+    from wavae.device.config import load_config
+    from wavae.device.reload import ConfigReloader
+
+    graph = _copy_bundle(other_bundle, tmp_path / "graph", _unloadable_graph)
+    cfg_path = tmp_path / "d.toml"
+    cfg_path.write_text(f'[bundle]\npath = "{tiny_bundle}"\n')
+    rig = Rig(tiny_bundle, {tiny_bundle.name: tiny_bundle})
+    reloader = ConfigReloader(lambda: load_config(cfg_path), load_config(cfg_path), rig.actions, lambda s: None,
+                              switcher=rig.switcher, pause=lambda s: rig.pump(2))  # the audio goes on meanwhile
+    a, b = tiny_bundle.name, other_bundle.name
+    try:
+        rig.pump(20)
+        cfg_path.write_text(f'[bundle]\npath = "{tiny_bundle}"\npaths = ["{tiny_bundle}", "{other_bundle}"]\n')
+        assert reloader() == f"[bundle] applied: {a}, {b}; {a} plays on"
+        assert tuple(rig.switcher.paths) == (a, b) and rig.actions.bundles == (a, b)
+        assert rig.switcher.playing == a and rig.step.switches == 0
+        # accepted at the check, refused by onnxruntime on the loader thread
+        cfg_path.write_text(f'[bundle]\npath = "{graph}"\n')
+        what = reloader()
+        assert what.startswith("bundle graph: ") and f"{a} keeps playing; [bundle] kept as it was" in what, what
+        assert rig.switcher.playing == a and rig.step.switches == 0 and rig.actions.bundle == a
+        assert rig.actions.bundles == (a, b) and reloader.current.bundle.path == tiny_bundle
+        # a good one: switched, crossfaded, and the config is the file's from now on
+        cfg_path.write_text(f'[bundle]\npath = "{other_bundle}"\n')
+        assert reloader() == f"bundle {b} playing"
+        assert rig.switcher.playing == b and rig.step.switches == 1 and rig.actions.bundle == b
+        assert rig.actions.controls.latent_dim == 4 and reloader.current.bundle.path == other_bundle
+        assert reloader() == "no change"
+        y = rig.pump(20)
+        assert np.isfinite(y).all() and np.abs(y).max() > 1e-4
+    finally:
+        rig.close()
