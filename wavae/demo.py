@@ -1,15 +1,19 @@
 """``make demo``: the whole job on one machine, through the same commands a person types.
 
-    corpus (fluidsynth strings + espeak-ng speech, offline)
-      -> wavae train  (tiny preset, both stages)
-      -> wavae export (fp32 and int8 bundles)    -> wavae verify
-      -> wavae run    (the device engine over a file, with a control script: a latent
-                       bias sweep, randomize, freeze, and the feedback band-pass)
-      -> wavae profile (latency report: JSON, Markdown, PNG)
-      -> demo/spectrograms.png (input, reconstruction, performance)
+The shipped model (``models/pi``, what ``wavae run`` plays when no bundle is named),
+on the device path, over a strings clip and a speech clip of the demo corpus (which
+it was not trained on):
 
-Each step is skipped when its output is already there, so a second `make demo`
-is quick; DEMO_STEPS and DEMO_PRESET change the training.
+    wavae run       reconstruction, then a performance: a latent bias sweep, noise,
+                    freeze, and feedback shaping through the band-pass
+    wavae transfer  style transfer: speech played through the model
+    wavae latent    A->B: strings encoded, speech encoded, interpolated, decoded
+    wavae profile   the shipped fp32 and int8 bundles (JSON, Markdown, PNG)
+    demo/spectrograms.png: input against each output
+
+Then the training pipeline, on a small run of the ``tiny`` preset (DEMO_STEPS,
+DEMO_PRESET): corpus -> wavae train -> wavae export (fp32, int8) -> wavae verify ->
+wavae reconstruct and wavae run, into ``demo/tiny/``.
 """
 
 from __future__ import annotations
@@ -74,6 +78,52 @@ def spectrograms(pngs: Path, files: list[tuple[str, Path]]) -> None:
     plt.close(fig)
 
 
+def shipped_model(out: Path, strings: Path, speech: Path | None) -> list[tuple[str, Path]]:
+    """The shipped default model on the device path; returns (title, wav) for the figure."""
+    from wavae.device.shipped import DEFAULT_MODEL, default_bundle, shipped_bundle
+
+    int8 = default_bundle()
+    if int8 is None:
+        sys.exit(f"demo: the shipped model {shipped_bundle()} is missing (a clone without models/?)")
+    fp32 = shipped_bundle(precision="fp32")
+    import soundfile as sf
+
+    recon, performed = out / "reconstruction.wav", out / "performance.wav"
+    sh("run", "--input", str(strings), "--output", str(recon))  # no --bundle: the shipped default
+    script = out / "controls.json"
+    control_script(script, sf.info(str(strings)).duration)
+    sh("run", "--input", str(strings), "--output", str(performed), "--controls", str(script))
+    figure = [("input: " + strings.name, strings), (f"reconstruction ({DEFAULT_MODEL}, int8, device engine)", recon),
+              ("performance: bias sweep, noise, freeze, then feedback band-pass 800 Hz, Q 4", performed)]
+    if speech is not None:
+        transfer, ab = out / "speech-transfer.wav", out / "a-to-b.wav"
+        sh("transfer", str(speech), "-o", str(transfer))
+        a, b, path = out / "a.npz", out / "b.npz", out / "a-to-b.npz"
+        sh("latent", "encode", str(strings), "-o", str(a))
+        sh("latent", "encode", str(speech), "-o", str(b))
+        sh("latent", "interpolate", str(a), str(b), "-o", str(path))
+        sh("latent", "decode", str(path), "-o", str(ab))
+        figure += [("input: " + speech.name, speech), ("style transfer: that speech through the model", transfer),
+                   ("A->B: z[n] = z_strings[n](1-n/N) + z_speech[n](n/N), decoded", ab)]
+    sh("profile", "--bundle", str(fp32), str(int8), "--report", str(out / "profile"), "--seconds", "5")
+    return figure
+
+
+def train_pipeline(a: argparse.Namespace, out: Path, run: Path, source: Path) -> None:
+    """The desktop side on a small run: train, export, verify, reconstruct, play."""
+    out.mkdir(parents=True, exist_ok=True)
+    if (run / "checkpoint.pt").exists():
+        sh("train", "--data", a.data, "--out", str(run), "--resume", "--steps", str(a.steps))
+    else:
+        sh("train", "--preset", a.preset, "--data", a.data, "--out", str(run), "--steps", str(a.steps))
+    fp32, int8 = out / "bundle-fp32", out / "bundle-int8"
+    sh("export", str(run), "--out", str(fp32), "--precision", "fp32", "--force")
+    sh("export", str(run), "--out", str(int8), "--precision", "int8", "--force")
+    sh("verify", str(int8), "--run", str(run), "--input", str(source))
+    sh("reconstruct", str(run), str(source), str(out / "reconstruction-torch.wav"), "--streaming", "--block", "512")
+    sh("run", "--bundle", str(int8), "--input", str(source), "--output", str(out / "reconstruction-int8.wav"))
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="data/corpus")
@@ -88,38 +138,16 @@ def main() -> int:
     t0 = time.monotonic()
 
     sh("data", "--out", a.data, "--minutes", str(a.minutes))
-    if (run / "checkpoint.pt").exists():
-        sh("train", "--data", a.data, "--out", str(run), "--resume", "--steps", str(a.steps))
-    else:
-        sh("train", "--preset", a.preset, "--data", a.data, "--out", str(run), "--steps", str(a.steps))
-
-    fp32, int8 = out / "bundle-fp32", out / "bundle-int8"
-    sh("export", str(run), "--out", str(fp32), "--precision", "fp32", "--force")
-    sh("export", str(run), "--out", str(int8), "--precision", "int8", "--force")
-
     speech = sorted(Path(a.data).glob("speech/*.wav"))
     strings = sorted(Path(a.data).glob("strings/*.wav"))
     source = (strings or speech)[0]
-    sh("verify", str(int8), "--run", str(run), "--input", str(source))
 
-    recon = out / "reconstruction.wav"
-    sh("reconstruct", str(run), str(source), str(recon), "--streaming", "--block", "512")
-    script = out / "controls.json"
-    import soundfile as sf
-
-    control_script(script, sf.info(str(source)).duration)
-    performed = out / "performance.wav"
-    sh("run", "--bundle", str(fp32), "--input", str(source), "--output", str(performed), "--controls", str(script))
-    # style transfer: speech through a model that was also trained on strings
-    if speech:
-        sh("run", "--bundle", str(int8), "--input", str(speech[0]), "--output", str(out / "speech-int8.wav"))
-    sh("profile", "--bundle", str(fp32), str(int8), "--report", str(out / "profile"), "--seconds", "5")
-
+    figure = shipped_model(out, source, speech[0] if speech else None)
     png = out / "spectrograms.png"
-    spectrograms(png, [("input", source), ("reconstruction (torch, streaming)", recon),
-                       ("performance (device engine, control script)", performed)])
+    spectrograms(png, figure)
+    train_pipeline(a, out / a.preset, run, source)
     print(f"\ndemo done in {time.monotonic() - t0:.0f} s. Listen to {out}/*.wav; see {png}, "
-          f"{out}/profile/report.md and `tensorboard --logdir {run}/logs`.")
+          f"{out}/profile/report.md, models/pi/MODEL_CARD.md and `tensorboard --logdir {run}/logs`.")
     return 0
 
 
