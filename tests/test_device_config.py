@@ -21,6 +21,8 @@ from wavae.device.config import (
     with_overrides,
 )
 
+from wavae.device.shipped import default_bundle, shipped_bundle  # noqa: E402
+
 WAVAE = [sys.executable, "-m", "wavae.cli"]
 
 
@@ -30,10 +32,23 @@ def test_example_configs_parse():
     assert {"pi4-usb.toml", "pi4-i2s.toml", "jetson-orin-nano.toml"} <= names
     for path in paths:
         cfg = load_config(path)
-        assert cfg.bundle.path is not None and cfg.bundle.path.is_absolute()
+        if cfg.bundle.path is None:  # left out: the shipped model plays
+            assert cfg.bundle.start() == default_bundle()
+        else:
+            assert cfg.bundle.path.is_absolute()
         assert cfg.audio.rate == 48000
         assert 2 <= cfg.audio.prefill_periods <= cfg.audio.periods
     assert load_config(Path(paths[0]).with_name("jetson-orin-nano.toml")).bundle.backend == "tensorrt"
+    assert load_config(Path(paths[0]).with_name("pi4-usb.toml")).bundle.path is None
+
+
+def test_a_config_without_a_bundle_starts_the_shipped_model(tmp_path):
+    path = tmp_path / "device.toml"
+    path.write_text("[audio]\nrate = 48000\n")
+    cfg = load_config(path)
+    assert default_bundle() == shipped_bundle(), "the repository ships its default model (models/)"
+    assert cfg.bundle.start() == shipped_bundle()
+    assert cfg.bundle.names() == {shipped_bundle().name: shipped_bundle()}
 
 
 @pytest.mark.parametrize(
