@@ -796,7 +796,7 @@ def main(argv: list[str] | None = None) -> int:
         paths = write_reports(result, args.out)
         print(json.dumps({k: str(v) for k, v in paths.items()}))
         return 0
-    bundles = args.bundle or tiny_bundles()
+    bundles = [b.resolve() for b in args.bundle] if args.bundle else tiny_bundles()  # the config lives elsewhere
     plan = Plan(minutes=args.minutes, threading=args.threading)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="wavae-soak-"))
     try:
