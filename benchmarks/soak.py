@@ -137,12 +137,15 @@ def tiny_bundles(cache: Path = CACHE, steps: int = 40) -> list[Path]:
 
 # ----------------------------------------------------------------------------- the instrument's process
 def instrument_config(path: Path, bundle: Path, *, threading_mode: str, realtime: bool, osc_port: int | None = None,
-                      presets: Path | None = None, panel: bool = False, debug: dict[str, float] | None = None) -> Path:
-    """A device config like the shipped pi4-usb.toml, on the JACK PCM ``jplug`` (see ``service_env``)."""
+                      presets: Path | None = None, panel: bool = False, debug: dict[str, float] | None = None,
+                      switchable: tuple[Path, ...] = ()) -> Path:
+    """A device config like the shipped pi4-usb.toml, on the JACK PCM ``jplug`` (see ``service_env``);
+    ``switchable``: the bundles a live switch may choose (``[bundle] paths``)."""
+    paths = f"paths = [{', '.join(json.dumps(str(b)) for b in switchable)}]\n" if switchable else ""
     text = f"""
 [bundle]
 path = "{bundle}"
-threads = 1
+{paths}threads = 1
 
 [audio]
 capture = "jplug"
@@ -477,7 +480,8 @@ def run_soak(plan: Plan, bundles: list[Path], workdir: Path, log=print) -> Resul
     debug = {"stall_ms": plan.stall_ms, "stall_at_s": plan.stall_first_s, "stall_every_s": plan.stall_every_s} \
         if plan.stall_ms > 0 else None
     cfg = instrument_config(workdir / "device.toml", bundles[0], threading_mode=plan.threading, realtime=realtime,
-                            osc_port=port, presets=presets, panel=True, debug=debug)
+                            osc_port=port, presets=presets, panel=True, debug=debug,
+                            switchable=tuple(bundles) if len(bundles) > 1 else ())
     jack = JackServer(workdir, rate=RATE, period=PERIOD, realtime=realtime)
     notify = NotifySocket()
     load = CpuLoad()
@@ -683,9 +687,8 @@ def refusal_note(tot: dict) -> list[str]:
     asked, refused = tot.get("bundle_switches") or 0, tot.get("bundle_refused") or 0
     if not asked or not refused:
         return []
-    return [f"Bundle switches: {refused} of {asked} refused, the instrument kept playing its bundle: this build "
-            f"has no live bundle switching yet (`wavae.device.actions`: a `/wavae/bundle` request is refused and "
-            f"counted); the soak counts the refusals and goes on.", ""]
+    return [f"Bundle switches: {refused} of {asked} refused (the status still named the old bundle a second "
+            f"later); the instrument kept playing its bundle. The instrument's log says why.", ""]
 
 
 def length_note(p: dict) -> list[str]:
