@@ -20,7 +20,7 @@ Traffic (from this process): OSC over UDP to the ``[osc]`` port at
 ``osc_rate`` messages a second (controls), a preset load every
 ``preset_every_s`` (``/wavae/preset/load``, presets saved over OSC at the
 start), a bundle switch every ``switch_every_s`` (``/wavae/bundle``; counted as
-refused when the status still names the old bundle a second later).  Faults:
+refused when the status still names the old bundle ``SWITCH_WAIT_S`` later).  Faults:
 phases of competing CPU load (one busy process per core), and a stall of
 ``stall_ms`` in the processing step every ``stall_every_s`` (``[debug]`` of the
 device config).
@@ -68,6 +68,7 @@ from alsa_helpers import JACK_PRIORITY, JackServer, alsa_env, jack_pcms, jackd_a
 from service_helpers import NotifySocket  # noqa: E402
 
 CACHE = Path(os.environ.get("WAVAE_BENCH_CACHE", Path(tempfile.gettempdir()) / "wavae-bench-soak"))
+SWITCH_WAIT_S = 10.0  # a live switch that has not shown in the status this long after the request is refused
 PANEL_MAPPING = ROOT / "device" / "configs" / "panels" / "pi4.toml"
 RATE, PERIOD = 48000, 256
 RSS_TARGET_MB = 1.0
@@ -514,6 +515,7 @@ def run_soak(plan: Plan, bundles: list[Path], workdir: Path, log=print) -> Resul
         next_preset, next_switch = plan.preset_every_s, plan.switch_every_s
         next_stall = plan.stall_first_s if plan.stall_ms > 0 else math.inf
         k_preset, switch_target = 0, 1
+        pending_switch: tuple[str, float] | None = None  # (bundle asked for, when)
         osc_before = 0
         next_sample, next_log = 0.0, 60.0
         while True:
@@ -530,13 +532,19 @@ def run_soak(plan: Plan, bundles: list[Path], workdir: Path, log=print) -> Resul
                 next_switch += plan.switch_every_s
                 target = bundles[switch_target].name
                 link.send("/wavae/bundle", target)
-                time.sleep(1.0)
+                pending_switch = (target, t)
+            if pending_switch is not None and t >= pending_switch[1] + 0.5:
+                # the new bundle loads in the background, then crossfades in: watched for SWITCH_WAIT_S
+                target, sent_at = pending_switch
                 st = link.status()
                 switched = st is not None and st.get("bundle") == target
-                result.events.append({"t": round(t, 2), "kind": "switch", "to": target, "refused": not switched,
-                                      "status_bundle": None if st is None else st.get("bundle")})
-                if switched:
-                    switch_target = (switch_target + 1) % len(bundles)
+                if switched or t >= sent_at + SWITCH_WAIT_S:
+                    result.events.append({"t": round(sent_at, 2), "kind": "switch", "to": target,
+                                          "refused": not switched, "after_s": round(t - sent_at, 2),
+                                          "status_bundle": None if st is None else st.get("bundle")})
+                    pending_switch = None
+                    if switched:
+                        switch_target = (switch_target + 1) % len(bundles)
             if t >= next_stall:
                 result.events.append({"t": round(t, 2), "kind": "stall", "ms": plan.stall_ms})
                 next_stall += plan.stall_every_s if plan.stall_every_s > 0 else math.inf
