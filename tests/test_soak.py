@@ -60,14 +60,15 @@ def _soak_module():
 @pytest.mark.skipif(_why is not None, reason=_why or "")
 def test_two_minute_soak_has_no_unrecovered_xrun_and_no_rss_growth(tmp_path, tiny_bundle):
     """benchmarks/soak.py for two minutes (the 60-minute figures are in docs/benchmarks/soak.md): OSC at
-    50/s, the panel's fakes, presets every 30 s, a bundle request every 50 s, a 150 ms stall every 40 s
+    50/s, the panel's fakes, presets every 30 s, a bundle switch every 20 s (RSS growth counted from the
+    first switch cycle's end), a 150 ms stall every 40 s
     and two phases of one busy process per core.  At realtime priority where allowed, as the service runs."""
     pytest.importorskip("alsaaudio", reason="pyalsaaudio is not installed (pip install pyalsaaudio)")
     pytest.importorskip("pythonosc", reason="python-osc is not installed")
     soak = _soak_module()
     other = tmp_path / "tiny-b"  # a second bundle name for the switch requests
     shutil.copytree(tiny_bundle, other)
-    plan = soak.Plan(minutes=2.0, preset_every_s=30.0, switch_every_s=50.0, stall_first_s=30.0,
+    plan = soak.Plan(minutes=2.0, preset_every_s=30.0, switch_every_s=20.0, stall_first_s=30.0,
                      stall_every_s=40.0, load_first_s=40.0, load_every_s=50.0, load_for_s=15.0, warmup_s=30.0)
     r = soak.run_soak(plan, [tiny_bundle, other], tmp_path / "work", log=lambda m: None)
     paths = soak.write_reports(r, tmp_path / "report")
@@ -80,9 +81,9 @@ def test_two_minute_soak_has_no_unrecovered_xrun_and_no_rss_growth(tmp_path, tin
     # the traffic and the faults reached the instrument
     assert t["stalls_injected"] == 3  # at 30, 70 and 110 s of audio
     assert t["preset_loads"] == 3 and t["final_osc_status"]["preset"] in ("soak-0", "soak-1", "soak-2")
-    assert t["bundle_switches"] == 2  # refused until live bundle switching lands (counted, not asserted)
-    refused = t["final_osc_status"]["rejected"]
-    assert set(refused) <= {"osc.refused"} and refused.get("osc.refused", 0) <= 2, refused  # only those
+    assert t["bundle_switches"] >= 4 and t["bundle_refused"] == 0, t  # every 20 s, each shown within 10 s
+    assert t["rss_from_s"] >= 40.0  # measured after the first cycle, over the later switches
+    assert not t["final_osc_status"]["rejected"], t["final_osc_status"]["rejected"]
     assert r.panel["detents"] > 100 and t["final_osc_status"]["controls"]["feedback_freq"] != 1000.0
     assert t["osc_sent"] >= 50 * 110
     assert t["latency_start_ms"] is not None
