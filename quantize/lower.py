@@ -1,31 +1,38 @@
 """Rewrites of the exported fp32 graphs into equivalent standard ONNX that
-onnxruntime runs faster (figures in docs/benchmarks/speed.md).
+onnxruntime runs faster (figures in docs/benchmarks/speed.md and pi-device.md).
 
 Narrow convolutions as matrix products
 --------------------------------------
 At one or two latent frames per block, most convolutions of the encoder and of
-the VAE decoder (and the mel front-end's STFT) produce one to four output
+the VAE decoder (and the mel front-end's STFT) produce one to a dozen output
 samples.  Each is then a matrix-vector product whose cost is reading its weights
 from memory, not the arithmetic.  onnxruntime's Conv reads the weight matrix as
-stored, for each call; its MatMul with a constant right-hand side re-packs that
-matrix once, when the session is created, into the panels its kernel streams
-through, which reads the same bytes faster.
+stored, for each call, and multiplies it by an im2col matrix whose few columns
+its kernel pads to a panel of 16; its MatMul with a constant right-hand side
+re-packs that matrix once, when the session is created, into the panels its
+kernel streams through, which reads the same bytes faster, with the output
+samples as the (unpadded) rows.
 
 So a Conv whose output is at most ``MAX_COLUMNS`` samples long becomes the same
-sums written as a product::
+sums written as a product.  One output sample (a window, flattened)::
 
-    x [1, C, L] --Slice (one window per output sample)--> Reshape [1, C*K]
-      --Concat (windows as rows)--> [T, C*K] --MatMul W' [C*K, O]--> + bias
-      --Transpose--> [O, T] --Reshape--> y [1, O, T]
+    x [1, C, L] --(Slice: the window, unless it is all of x)--> Reshape [1, C*K]
+      --MatMul W' [C*K, O]--> + bias --Reshape--> y [1, O, 1]
 
 with ``W'`` the conv's weight ``[O, C, K]`` flattened to rows of ``C*K`` and
-transposed.  A window is ``x[..., t*S : t*S + (K-1)*D + 1 : D]`` (stride S,
-dilation D), flattened in the weight's own (channel, tap) order, so every output
-is the same dot product as before, summed in another order (differences of a
-few float32 roundings).  With one output sample and a window that is the whole
-input, the Slice and the Transpose drop out.  Wider convolutions stay Conv: their
-windows overlap, so the copies of an explicit im2col cost more than the
-re-packed weights save.
+transposed.  Several output samples (one Gather makes every window, whatever
+their number)::
+
+    x [1, C, L] --Reshape [C, L]--Transpose--> [L, C] --Gather (rows t*S + k*D)-->
+      [T, K, C] --Reshape--> [T, K*C] --MatMul W'' [K*C, O]--> + bias
+      --Transpose--> [O, T] --Reshape--> y [1, O, T]
+
+with ``W''`` the weight in (tap, channel) order: the windows are gathered as
+whole time-major rows of C channels (a 1x1 stride-1 conv needs no Gather at
+all).  Every output is the same dot product as before, summed in another order
+(differences of a few float32 roundings).  Beyond ``MAX_COLUMNS`` the Conv
+stays: its kernel's padded panel is then mostly used, and onnxruntime's Conv
+outruns the product on the wide, many-channel layers of the larger presets.
 
 Summed pointwise convolutions as one
 ------------------------------------
@@ -54,7 +61,7 @@ from typing import Any
 
 import numpy as np
 
-MAX_COLUMNS = 4  # output samples up to which a Conv becomes a MatMul
+MAX_COLUMNS = 12  # output samples up to which a Conv becomes a MatMul
 
 
 def _attrs(node) -> dict[str, Any]:
@@ -121,7 +128,7 @@ def lower_narrow_convs(proto, max_columns: int = MAX_COLUMNS) -> int:
     ``proto`` must carry static shapes (``onnx.shape_inference``); the caller infers
     them again afterwards.
     """
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
 
     g = proto.graph
     inits = {i.name: i for i in g.initializer}
@@ -138,46 +145,83 @@ def lower_narrow_convs(proto, max_columns: int = MAX_COLUMNS) -> int:
             continue
         a = _attrs(n)
         w = numpy_helper.to_array(inits[n.input[1]])
-        cout, cin, k = w.shape
         stride, dilation = a.get("strides", [1])[0], a.get("dilations", [1])[0]
-        span = (k - 1) * dilation + 1
-        length, cols = shapes[n.input[0]][2], shapes[n.output[0]][2]
-        p = f"{n.name or n.output[0]}/as_matmul"
-        rows = []
-        for t in range(cols):
-            window = n.input[0]
-            if not (cols == 1 and dilation == 1 and length == k):
-                window = f"{p}/window_{t}"
-                nodes.append(helper.make_node(
-                    "Slice",
-                    [n.input[0], const(f"{p}/start_{t}", np.array([t * stride], np.int64)),
-                     const(f"{p}/end_{t}", np.array([t * stride + span], np.int64)),
-                     const(f"{p}/axis_{t}", np.array([2], np.int64)),
-                     const(f"{p}/step_{t}", np.array([dilation], np.int64))],
-                    [window], name=f"{p}/Slice_{t}"))
-            rows.append(f"{p}/row_{t}")
-            shape = const(f"{p}/row_shape_{t}", np.array([1, cin * k], np.int64))
-            nodes.append(helper.make_node("Reshape", [window, shape], [rows[-1]], name=f"{p}/Reshape_{t}"))
-        m = rows[0]
-        if cols > 1:
-            m = f"{p}/windows"
-            nodes.append(helper.make_node("Concat", rows, [m], axis=0, name=f"{p}/Concat"))
-        weight = const(f"{p}/weight", np.ascontiguousarray(w.reshape(cout, cin * k).T))
-        nodes.append(helper.make_node("MatMul", [m, weight], [f"{p}/product"], name=f"{p}/MatMul"))
-        m = f"{p}/product"
-        if len(n.input) > 2 and n.input[2]:
-            nodes.append(helper.make_node("Add", [m, n.input[2]], [f"{p}/biased"], name=f"{p}/Add"))
-            m = f"{p}/biased"
-        if cols > 1:
-            nodes.append(helper.make_node("Transpose", [m], [f"{p}/channels_first"], perm=[1, 0],
-                                          name=f"{p}/Transpose"))
-            m = f"{p}/channels_first"
-        nodes.append(helper.make_node("Reshape", [m, const(f"{p}/out_shape", np.array([1, cout, cols], np.int64))],
-                                      [n.output[0]], name=f"{p}/Reshape_out"))
+        lower = _one_column if shapes[n.output[0]][2] == 1 else _columns
+        nodes.extend(lower(n, w, stride, dilation, shapes[n.input[0]][2], shapes[n.output[0]][2], const))
         lowered += 1
     if lowered:
         _replace_nodes(proto, nodes, new_inits)
     return lowered
+
+
+def _bias(n) -> str | None:
+    return n.input[2] if len(n.input) > 2 and n.input[2] else None
+
+
+def _one_column(n, w, stride: int, dilation: int, length: int, cols: int, const) -> list:
+    """One output sample: its window flattened in the weight's (channel, tap) order, times ``W'``."""
+    from onnx import helper
+
+    cout, cin, k = w.shape
+    span = (k - 1) * dilation + 1
+    p = f"{n.name or n.output[0]}/as_matmul"
+    nodes, window = [], n.input[0]
+    if not (dilation == 1 and length == k):
+        window = f"{p}/window"
+        nodes.append(helper.make_node(
+            "Slice",
+            [n.input[0], const(f"{p}/start", np.array([0], np.int64)), const(f"{p}/end", np.array([span], np.int64)),
+             const(f"{p}/axis", np.array([2], np.int64)), const(f"{p}/step", np.array([dilation], np.int64))],
+            [window], name=f"{p}/Slice"))
+    row = f"{p}/row"
+    nodes.append(helper.make_node("Reshape", [window, const(f"{p}/row_shape", np.array([1, cin * k], np.int64))],
+                                  [row], name=f"{p}/Reshape_row"))
+    weight = const(f"{p}/weight", np.ascontiguousarray(w.reshape(cout, cin * k).T))
+    m = f"{p}/product"
+    nodes.append(helper.make_node("MatMul", [row, weight], [m], name=f"{p}/MatMul"))
+    if _bias(n):
+        nodes.append(helper.make_node("Add", [m, _bias(n)], [f"{p}/biased"], name=f"{p}/Add"))
+        m = f"{p}/biased"
+    nodes.append(helper.make_node("Reshape", [m, const(f"{p}/out_shape", np.array([1, cout, 1], np.int64))],
+                                  [n.output[0]], name=f"{p}/Reshape_out"))
+    return nodes
+
+
+def _columns(n, w, stride: int, dilation: int, length: int, cols: int, const) -> list:
+    """Several output samples: time-major windows gathered as rows, times ``W''`` (tap, channel order)."""
+    from onnx import helper
+
+    cout, cin, k = w.shape
+    p = f"{n.name or n.output[0]}/as_matmul"
+    nodes = [
+        helper.make_node("Reshape", [n.input[0], const(f"{p}/in_shape", np.array([cin, length], np.int64))],
+                         [f"{p}/input"], name=f"{p}/Reshape_in"),
+        helper.make_node("Transpose", [f"{p}/input"], [f"{p}/time_major"], perm=[1, 0], name=f"{p}/Transpose_in"),
+    ]
+    rows = f"{p}/time_major"
+    if not (k == 1 and stride == 1):  # else every input sample is one output's whole window
+        taps = stride * np.arange(cols)[:, None] + dilation * np.arange(k)[None, :]
+        nodes += [
+            helper.make_node("Gather", [rows, const(f"{p}/taps", taps.astype(np.int64))], [f"{p}/windows"], axis=0,
+                             name=f"{p}/Gather"),
+            helper.make_node("Reshape", [f"{p}/windows", const(f"{p}/rows_shape", np.array([cols, k * cin], np.int64))],
+                             [f"{p}/rows"], name=f"{p}/Reshape_rows"),
+        ]
+        rows = f"{p}/rows"
+    # MatMul (+ Add), not Gemm: onnxruntime fuses a bias-less Gemm with the Transpose after
+    # it into one whose constant is the left operand, which it does not pre-pack (much slower)
+    weight = const(f"{p}/weight", np.ascontiguousarray(w.transpose(2, 1, 0).reshape(k * cin, cout)))
+    m = f"{p}/product"
+    nodes.append(helper.make_node("MatMul", [rows, weight], [m], name=f"{p}/MatMul"))
+    if _bias(n):
+        nodes.append(helper.make_node("Add", [m, _bias(n)], [f"{p}/biased"], name=f"{p}/Add"))
+        m = f"{p}/biased"
+    nodes += [
+        helper.make_node("Transpose", [m], [f"{p}/channels_first"], perm=[1, 0], name=f"{p}/Transpose_out"),
+        helper.make_node("Reshape", [f"{p}/channels_first", const(f"{p}/out_shape", np.array([1, cout, cols], np.int64))],
+                         [n.output[0]], name=f"{p}/Reshape_out"),
+    ]
+    return nodes
 
 
 def merge_summed_pointwise_convs(proto) -> int:
@@ -261,3 +305,4 @@ def lower_matrix_einsums(proto) -> int:
     if lowered:
         _replace_nodes(proto, nodes, new_inits)
     return lowered
+

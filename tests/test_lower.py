@@ -14,7 +14,12 @@ from onnx import TensorProto, helper, numpy_helper
 from wavae.device.bundle import MANIFEST
 from wavae.quantize.bundle import BundleStreamer, verify_bundle_files
 from wavae.quantize.export import export_bundle
-from wavae.quantize.lower import MAX_COLUMNS, lower_matrix_einsums, lower_narrow_convs, merge_summed_pointwise_convs
+from wavae.quantize.lower import (
+    MAX_COLUMNS,
+    lower_matrix_einsums,
+    lower_narrow_convs,
+    merge_summed_pointwise_convs,
+)
 from wavae.train.config import resolve
 from wavae.train.factory import build_model
 
@@ -43,7 +48,9 @@ def _run(proto, x):
 
 
 @pytest.mark.parametrize("k,stride,dilation,cols", [(5, 1, 1, 1), (5, 1, 1, 2), (4, 2, 1, 1), (5, 2, 1, 3),
-                                                    (3, 1, 3, 1), (3, 1, 9, 4), (1, 1, 1, 4), (16, 4, 1, 2)])
+                                                    (3, 1, 3, 1), (3, 1, 9, 4), (1, 1, 1, 4), (16, 4, 1, 2),
+                                                    (3, 1, 27, MAX_COLUMNS), (1, 1, 1, MAX_COLUMNS), (1, 2, 1, 6),
+                                                    (7, 3, 2, 9)])
 @pytest.mark.parametrize("bias", [True, False])
 def test_lowered_conv_computes_the_same_output(k, stride, dilation, cols, bias):
     length = (cols - 1) * stride + (k - 1) * dilation + 1
@@ -58,6 +65,16 @@ def test_lowered_conv_computes_the_same_output(k, stride, dilation, cols, bias):
     assert "Conv" not in ops and "MatMul" in ops
     assert [i.name for i in proto.graph.initializer if i.name == "w"] == []  # the conv weight is gone
     np.testing.assert_allclose(_run(proto, x), before, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cols", [2, 5, MAX_COLUMNS])
+def test_several_columns_take_one_gather_whatever_their_number(cols):
+    k, dilation = 3, 2
+    proto, _ = _conv_graph(6, 5, k, (cols - 1) + (k - 1) * dilation + 1, dilation=dilation)
+    assert lower_narrow_convs(proto) == 1
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count("Gather") == 1 and "Slice" not in ops and "Concat" not in ops
+    assert len(ops) == 8  # Reshape, Transpose, Gather, Reshape, MatMul, Add, Transpose, Reshape
 
 
 def test_wide_grouped_and_padded_convs_stay_convs():
@@ -169,3 +186,4 @@ def test_an_einsum_of_two_activations_stays():
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 3])])
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     assert lower_matrix_einsums(proto) == 0 and [n.op_type for n in proto.graph.node] == ["Einsum"]
+
