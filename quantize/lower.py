@@ -46,6 +46,25 @@ Only plain 1-D convolutions are rewritten: one group, no padding attribute (the
 streaming layers pad with their state, never in the Conv), constant weight and
 bias, batch 1 and static shapes; anything else is left as it is.
 
+A windowed DFT as two small products
+------------------------------------
+The STFT of the mel front-end is a convolution whose weight is the window times
+the real and imaginary DFT rows: once lowered, ``frames [R, N] @ W [N, 2B]``
+(``B = N/2 + 1`` bins, real parts then imaginary).  At ``n_fft = 512`` that
+matrix is 1 MB of float32, read whole for every call; at 1024, 4 MB, more than
+every other weight of the encoder.  The same numbers come from the two-stage
+(Cooley-Tukey) factorisation ``N = N1 * N2``, ``n = N2 n1 + n2``,
+``k = k1 + N1 k2``::
+
+    A[k1, n2] = sum_n1 exp(-2 pi i n1 k1 / N1) (w x)[N2 n1 + n2]       stage 1: [2 N1, N1] @ [N1, N2]
+    X[k]      = sum_n2 exp(-2 pi i n2 k / N) A[k mod N1, n2]          stage 2: per k1, [2 N2] @ [2 N2, 2 K2]
+
+(real and imaginary parts as separate rows; ``K2 = ceil(B / N1)``), whose
+constants take ~80 KB at N = 512 (N1 chosen to make them smallest).  A MatMul
+is rewritten only when its constant matches a windowed DFT to float32 rounding
+(checked against the matrix itself), so nothing else can be caught by it; the
+outputs differ from the direct product by float32 roundings.
+
 A constant matrix applied to the channels as an Einsum
 ------------------------------------------------------
 The PCA rotation is written ``einsum("dk,ndt->nkt", R, z)``; onnxruntime's
@@ -114,6 +133,7 @@ def lower_graph(proto) -> dict[str, int]:
     done = {}
     for name, rewrite in (("summed_pointwise_convs", merge_summed_pointwise_convs),
                           ("narrow_convs", lower_narrow_convs),
+                          ("windowed_dfts", lower_windowed_dfts),
                           ("matrix_einsums", lower_matrix_einsums)):
         done[name] = rewrite(proto)
         if done[name]:
@@ -306,3 +326,109 @@ def lower_matrix_einsums(proto) -> int:
         _replace_nodes(proto, nodes, new_inits)
     return lowered
 
+
+def windowed_dft_window(w: np.ndarray) -> np.ndarray | None:
+    """The window ``v`` when ``w [N, 2B]`` (``B = N // 2 + 1``) is ``v[n] * [cos | -sin](2 pi n b / N)``
+    to float32 rounding, else None."""
+    if w.ndim != 2 or w.shape[0] < 4 or w.shape[1] != 2 * (w.shape[0] // 2 + 1):
+        return None
+    n, bins = w.shape[0], w.shape[0] // 2 + 1
+    window = w[:, 0].astype(np.float64)  # bin 0: cos 0 = 1
+    phase = 2.0 * np.pi * np.outer(np.arange(n), np.arange(bins)) / n
+    expected = np.concatenate([np.cos(phase), -np.sin(phase)], axis=1) * window[:, None]
+    scale = float(np.abs(w).max())
+    if scale == 0.0 or float(np.abs(expected - w).max()) > 1e-6 * scale:
+        return None
+    return window
+
+
+def dft_factors(n: int) -> tuple[int, int] | None:
+    """``(N1, N2)`` with ``N1 * N2 = n`` whose stage constants (``2 N1^2 + N1 * 2 N2 * 2 K2`` floats) are
+    fewest; None for a prime ``n`` (nothing to factor)."""
+    bins = n // 2 + 1
+    sizes = {n1: 2 * n1 * n1 + n1 * 2 * (n // n1) * 2 * -(-bins // n1) for n1 in range(2, n) if n % n1 == 0}
+    if not sizes:
+        return None
+    n1 = min(sizes, key=sizes.get)
+    return n1, n // n1
+
+
+def lower_windowed_dfts(proto) -> int:
+    """Rewrite, in place, every ``MatMul(frames [R, N], W)`` whose constant ``W`` is a windowed real
+    DFT (``windowed_dft_window``) into the two-stage factorisation of the module docstring; return
+    how many were.  ``proto`` must carry static shapes."""
+    from onnx import helper, numpy_helper
+
+    g = proto.graph
+    inits = {i.name: i for i in g.initializer}
+    shapes = _static_shapes(proto)
+    nodes, new_inits, lowered = [], [], 0
+
+    def const(name: str, value) -> str:
+        new_inits.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    for n in g.node:
+        window = None
+        x_shape = shapes.get(n.input[0]) if n.op_type == "MatMul" and len(n.input) == 2 else None
+        if x_shape is not None and len(x_shape) == 2 and n.input[1] in inits:
+            w = numpy_helper.to_array(inits[n.input[1]])
+            factors = dft_factors(w.shape[0]) if w.ndim == 2 and w.shape[0] == x_shape[1] else None
+            window = windowed_dft_window(w) if factors else None
+        if window is None:
+            nodes.append(n)
+            continue
+        nodes.extend(_two_stage_dft(n, window, x_shape[0], factors, const))
+        lowered += 1
+    if lowered:
+        _replace_nodes(proto, nodes, new_inits)
+    return lowered
+
+
+def _two_stage_dft(n, window: np.ndarray, rows: int, factors: tuple[int, int], const) -> list:
+    """``n``'s output ``[R, 2B]`` from its input ``[R, N]`` by the two stages of the module docstring."""
+    from onnx import helper
+
+    size = window.size
+    bins = size // 2 + 1
+    n1, n2 = factors
+    k2 = -(-bins // n1)
+    p = f"{n.name or n.output[0]}/two_stage_dft"
+    # stage 1, over n1 for every n2: rows [cos(2 pi k1 n1 / N1) ; -sin(...)], k1 < N1
+    a = 2.0 * np.pi * np.outer(np.arange(n1), np.arange(n1)) / n1
+    first = np.concatenate([np.cos(a), -np.sin(a)], axis=0)
+    # stage 2, for each k1: [Re A(n2) | Im A(n2)] -> [Re X(k1 + N1 k2) | Im X(...)], k2 < K2
+    second = np.zeros((n1, 2 * n2, 2 * k2))
+    for j in range(n1):
+        angle = -2.0 * np.pi * np.outer(np.arange(n2), j + n1 * np.arange(k2)) / size
+        c, s = np.cos(angle), np.sin(angle)  # (re + i im)(c + i s)
+        second[j, :n2, :k2], second[j, n2:, :k2] = c, -s
+        second[j, :n2, k2:], second[j, n2:, k2:] = s, c
+
+    def shape(name: str, dims) -> str:
+        return const(f"{p}/{name}_shape", np.array(dims, np.int64))
+
+    return [
+        helper.make_node("Reshape", [n.input[0], shape("grid", [rows, n1, n2])], [f"{p}/grid"], name=f"{p}/Reshape_grid"),
+        helper.make_node("Mul", [f"{p}/grid", const(f"{p}/window", window.reshape(n1, n2).astype(np.float32))],
+                         [f"{p}/windowed"], name=f"{p}/Mul_window"),
+        helper.make_node("MatMul", [const(f"{p}/first", first.astype(np.float32)), f"{p}/windowed"], [f"{p}/stage1"],
+                         name=f"{p}/MatMul_first"),
+        helper.make_node("Reshape", [f"{p}/stage1", shape("parts", [rows, 2, n1, n2])], [f"{p}/parts"],
+                         name=f"{p}/Reshape_parts"),
+        helper.make_node("Transpose", [f"{p}/parts"], [f"{p}/per_k1"], perm=[0, 2, 1, 3], name=f"{p}/Transpose_k1"),
+        helper.make_node("Reshape", [f"{p}/per_k1", shape("vectors", [rows, n1, 1, 2 * n2])], [f"{p}/vectors"],
+                         name=f"{p}/Reshape_vectors"),
+        helper.make_node("MatMul", [f"{p}/vectors", const(f"{p}/second", second.astype(np.float32))], [f"{p}/stage2"],
+                         name=f"{p}/MatMul_second"),
+        helper.make_node("Reshape", [f"{p}/stage2", shape("bins", [rows, n1, 2, k2])], [f"{p}/bins_k1"],
+                         name=f"{p}/Reshape_bins"),
+        helper.make_node("Transpose", [f"{p}/bins_k1"], [f"{p}/bins_k"], perm=[0, 2, 3, 1], name=f"{p}/Transpose_k"),
+        helper.make_node("Reshape", [f"{p}/bins_k", shape("flat", [rows, 2, k2 * n1])], [f"{p}/flat"],
+                         name=f"{p}/Reshape_flat"),
+        helper.make_node("Slice", [f"{p}/flat", const(f"{p}/start", np.array([0], np.int64)),
+                                   const(f"{p}/end", np.array([bins], np.int64)), const(f"{p}/axis", np.array([2], np.int64))],
+                         [f"{p}/bins"], name=f"{p}/Slice_bins"),
+        helper.make_node("Reshape", [f"{p}/bins", shape("out_shape", [rows, 2 * bins])], [n.output[0]],
+                         name=f"{p}/Reshape_out"),
+    ]
