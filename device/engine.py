@@ -241,6 +241,7 @@ class Engine:
         self._enc_audio = self._enc_in["audio"].reshape(B)
         self._dec_in = self.backend.input_buffers("decoder")
         self._dec_z = self._dec_in["z"].reshape(D, nf)
+        self._dec_z_flat = self._dec_in["z"].reshape(D * nf)
         self._dec_loud = self._dec_in["loudness"].reshape(nf)
         self._y = np.zeros(B, np.float32)
         self._work_b = np.zeros(B, np.float32)
@@ -409,7 +410,8 @@ class Engine:
         np.copyto(y, outs["audio"].reshape(self.block))
         if block_start < self._mute_until:
             y.fill(0.0)
-        elif not math.isfinite(float(np.dot(y, y))) or not math.isfinite(float(self._dec_z.sum())):
+        # dot products, each cheaper than a reduction (so a latent beyond ~1e19 counts as non-finite)
+        elif not math.isfinite(float(np.dot(y, y))) or not math.isfinite(float(np.dot(self._dec_z_flat, self._dec_z_flat))):
             y.fill(0.0)
             self._reset_model()
             self._guard_event("model", "non-finite audio from the model")
@@ -473,7 +475,8 @@ class Engine:
         else:
             np.add(x[:, 0], x[:, 1], out=mono, casting="same_kind")
             mono *= 0.5
-        if not math.isfinite(float(np.dot(mono, mono))):
+        energy = float(np.dot(mono, mono))
+        if not math.isfinite(energy):
             mono.fill(0.0)
             self.stats["nonfinite_input_periods"] += 1
             self._reset_model()
@@ -482,7 +485,8 @@ class Engine:
             end = math.ceil((self._device_frames + P) * self.model_rate / self.device_rate) + spread
             self._mute_until = max(self._mute_until, end)
             self._guard_event("input", "NaN/Inf in the input")
-        np.clip(mono, -INPUT_CLIP, INPUT_CLIP, out=mono)
+        if energy > INPUT_CLIP * INPUT_CLIP:  # else no sample reaches the clip, and np.clip costs several dots
+            np.clip(mono, -INPUT_CLIP, INPUT_CLIP, out=mono)
         self._in_fifo.write(self._rs_in.process(mono))
         self._device_frames += P
 

@@ -23,7 +23,8 @@ output gain 1, a switch off) lets the engine switch that processing off
 instead of crawling through denormals forever.
 
 Allocation-free after construction: float64 arrays allocated here, updated
-with in-place ufuncs.
+with in-place ufuncs.  Once every value has landed, ``step`` does nothing until
+the next ``retarget`` (a settled step would add zeros).
 """
 
 from __future__ import annotations
@@ -61,12 +62,14 @@ class ControlSmoother:
         self.bias = self._value[:D]  # a view: the smoothed bias knobs
         self.a = 0.0
         self.snapshot: ControlSnapshot | None = None
+        self.settled = False  # every value on its target: step() is a no-op until retarget()
         self.reset()
 
     def reset(self) -> None:
         """Forget the snapshot: the next ``retarget`` jumps to its values."""
         self.snapshot = None
         self._fresh = True
+        self.settled = False
 
     def retarget(self, snap: ControlSnapshot) -> bool:
         """Aim at ``snap``'s values; True when this was a jump (the first snapshot after a reset)."""
@@ -85,13 +88,17 @@ class ControlSmoother:
         self.a = one_pole_coefficient(snap.smoothing, self.frame_s)
         self.snapshot = snap
         if not self._fresh:
+            self.settled = False
             return False
         self._value[:] = T
         self._fresh = False
+        self.settled = True
         return True
 
     def step(self) -> None:
         """One latent frame towards the targets; values within their tolerance land on them exactly."""
+        if self.settled:
+            return
         S, T, d = self._value, self._target, self._delta
         np.subtract(T, S, out=d)
         np.abs(d, out=self._distance)
@@ -99,6 +106,7 @@ class ControlSmoother:
         d *= 1.0 - self.a
         S += d
         np.copyto(S, T, where=self._landed)
+        self.settled = bool(self._landed.all())
 
     def value(self, name: str) -> float:
         """The smoothed value of control ``name`` (Hz for ``feedback_freq``, 0..1 for a switch)."""

@@ -1,31 +1,38 @@
 """Rewrites of the exported fp32 graphs into equivalent standard ONNX that
-onnxruntime runs faster (figures in docs/benchmarks/speed.md).
+onnxruntime runs faster (figures in docs/benchmarks/speed.md and pi-device.md).
 
 Narrow convolutions as matrix products
 --------------------------------------
 At one or two latent frames per block, most convolutions of the encoder and of
-the VAE decoder (and the mel front-end's STFT) produce one to four output
+the VAE decoder (and the mel front-end's STFT) produce one to a dozen output
 samples.  Each is then a matrix-vector product whose cost is reading its weights
 from memory, not the arithmetic.  onnxruntime's Conv reads the weight matrix as
-stored, for each call; its MatMul with a constant right-hand side re-packs that
-matrix once, when the session is created, into the panels its kernel streams
-through, which reads the same bytes faster.
+stored, for each call, and multiplies it by an im2col matrix whose few columns
+its kernel pads to a panel of 16; its MatMul with a constant right-hand side
+re-packs that matrix once, when the session is created, into the panels its
+kernel streams through, which reads the same bytes faster, with the output
+samples as the (unpadded) rows.
 
 So a Conv whose output is at most ``MAX_COLUMNS`` samples long becomes the same
-sums written as a product::
+sums written as a product.  One output sample (a window, flattened)::
 
-    x [1, C, L] --Slice (one window per output sample)--> Reshape [1, C*K]
-      --Concat (windows as rows)--> [T, C*K] --MatMul W' [C*K, O]--> + bias
-      --Transpose--> [O, T] --Reshape--> y [1, O, T]
+    x [1, C, L] --(Slice: the window, unless it is all of x)--> Reshape [1, C*K]
+      --MatMul W' [C*K, O]--> + bias --Reshape--> y [1, O, 1]
 
 with ``W'`` the conv's weight ``[O, C, K]`` flattened to rows of ``C*K`` and
-transposed.  A window is ``x[..., t*S : t*S + (K-1)*D + 1 : D]`` (stride S,
-dilation D), flattened in the weight's own (channel, tap) order, so every output
-is the same dot product as before, summed in another order (differences of a
-few float32 roundings).  With one output sample and a window that is the whole
-input, the Slice and the Transpose drop out.  Wider convolutions stay Conv: their
-windows overlap, so the copies of an explicit im2col cost more than the
-re-packed weights save.
+transposed.  Several output samples (one Gather makes every window, whatever
+their number)::
+
+    x [1, C, L] --Reshape [C, L]--Transpose--> [L, C] --Gather (rows t*S + k*D)-->
+      [T, K, C] --Reshape--> [T, K*C] --MatMul W'' [K*C, O]--> + bias
+      --Transpose--> [O, T] --Reshape--> y [1, O, T]
+
+with ``W''`` the weight in (tap, channel) order: the windows are gathered as
+whole time-major rows of C channels (a 1x1 stride-1 conv needs no Gather at
+all).  Every output is the same dot product as before, summed in another order
+(differences of a few float32 roundings).  Beyond ``MAX_COLUMNS`` the Conv
+stays: its kernel's padded panel is then mostly used, and onnxruntime's Conv
+outruns the product on the wide, many-channel layers of the larger presets.
 
 Summed pointwise convolutions as one
 ------------------------------------
@@ -38,6 +45,25 @@ in place of two calls and an Add.
 Only plain 1-D convolutions are rewritten: one group, no padding attribute (the
 streaming layers pad with their state, never in the Conv), constant weight and
 bias, batch 1 and static shapes; anything else is left as it is.
+
+A windowed DFT as two small products
+------------------------------------
+The STFT of the mel front-end is a convolution whose weight is the window times
+the real and imaginary DFT rows: once lowered, ``frames [R, N] @ W [N, 2B]``
+(``B = N/2 + 1`` bins, real parts then imaginary).  At ``n_fft = 512`` that
+matrix is 1 MB of float32, read whole for every call; at 1024, 4 MB, more than
+every other weight of the encoder.  The same numbers come from the two-stage
+(Cooley-Tukey) factorisation ``N = N1 * N2``, ``n = N2 n1 + n2``,
+``k = k1 + N1 k2``::
+
+    A[k1, n2] = sum_n1 exp(-2 pi i n1 k1 / N1) (w x)[N2 n1 + n2]       stage 1: [2 N1, N1] @ [N1, N2]
+    X[k]      = sum_n2 exp(-2 pi i n2 k / N) A[k mod N1, n2]          stage 2: per k1, [2 N2] @ [2 N2, 2 K2]
+
+(real and imaginary parts as separate rows; ``K2 = ceil(B / N1)``), whose
+constants take ~80 KB at N = 512 (N1 chosen to make them smallest).  A MatMul
+is rewritten only when its constant matches a windowed DFT to float32 rounding
+(checked against the matrix itself), so nothing else can be caught by it; the
+outputs differ from the direct product by float32 roundings.
 
 A constant matrix applied to the channels as an Einsum
 ------------------------------------------------------
@@ -54,7 +80,7 @@ from typing import Any
 
 import numpy as np
 
-MAX_COLUMNS = 4  # output samples up to which a Conv becomes a MatMul
+MAX_COLUMNS = 12  # output samples up to which a Conv becomes a MatMul
 
 
 def _attrs(node) -> dict[str, Any]:
@@ -107,6 +133,7 @@ def lower_graph(proto) -> dict[str, int]:
     done = {}
     for name, rewrite in (("summed_pointwise_convs", merge_summed_pointwise_convs),
                           ("narrow_convs", lower_narrow_convs),
+                          ("windowed_dfts", lower_windowed_dfts),
                           ("matrix_einsums", lower_matrix_einsums)):
         done[name] = rewrite(proto)
         if done[name]:
@@ -121,7 +148,7 @@ def lower_narrow_convs(proto, max_columns: int = MAX_COLUMNS) -> int:
     ``proto`` must carry static shapes (``onnx.shape_inference``); the caller infers
     them again afterwards.
     """
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
 
     g = proto.graph
     inits = {i.name: i for i in g.initializer}
@@ -138,46 +165,83 @@ def lower_narrow_convs(proto, max_columns: int = MAX_COLUMNS) -> int:
             continue
         a = _attrs(n)
         w = numpy_helper.to_array(inits[n.input[1]])
-        cout, cin, k = w.shape
         stride, dilation = a.get("strides", [1])[0], a.get("dilations", [1])[0]
-        span = (k - 1) * dilation + 1
-        length, cols = shapes[n.input[0]][2], shapes[n.output[0]][2]
-        p = f"{n.name or n.output[0]}/as_matmul"
-        rows = []
-        for t in range(cols):
-            window = n.input[0]
-            if not (cols == 1 and dilation == 1 and length == k):
-                window = f"{p}/window_{t}"
-                nodes.append(helper.make_node(
-                    "Slice",
-                    [n.input[0], const(f"{p}/start_{t}", np.array([t * stride], np.int64)),
-                     const(f"{p}/end_{t}", np.array([t * stride + span], np.int64)),
-                     const(f"{p}/axis_{t}", np.array([2], np.int64)),
-                     const(f"{p}/step_{t}", np.array([dilation], np.int64))],
-                    [window], name=f"{p}/Slice_{t}"))
-            rows.append(f"{p}/row_{t}")
-            shape = const(f"{p}/row_shape_{t}", np.array([1, cin * k], np.int64))
-            nodes.append(helper.make_node("Reshape", [window, shape], [rows[-1]], name=f"{p}/Reshape_{t}"))
-        m = rows[0]
-        if cols > 1:
-            m = f"{p}/windows"
-            nodes.append(helper.make_node("Concat", rows, [m], axis=0, name=f"{p}/Concat"))
-        weight = const(f"{p}/weight", np.ascontiguousarray(w.reshape(cout, cin * k).T))
-        nodes.append(helper.make_node("MatMul", [m, weight], [f"{p}/product"], name=f"{p}/MatMul"))
-        m = f"{p}/product"
-        if len(n.input) > 2 and n.input[2]:
-            nodes.append(helper.make_node("Add", [m, n.input[2]], [f"{p}/biased"], name=f"{p}/Add"))
-            m = f"{p}/biased"
-        if cols > 1:
-            nodes.append(helper.make_node("Transpose", [m], [f"{p}/channels_first"], perm=[1, 0],
-                                          name=f"{p}/Transpose"))
-            m = f"{p}/channels_first"
-        nodes.append(helper.make_node("Reshape", [m, const(f"{p}/out_shape", np.array([1, cout, cols], np.int64))],
-                                      [n.output[0]], name=f"{p}/Reshape_out"))
+        lower = _one_column if shapes[n.output[0]][2] == 1 else _columns
+        nodes.extend(lower(n, w, stride, dilation, shapes[n.input[0]][2], shapes[n.output[0]][2], const))
         lowered += 1
     if lowered:
         _replace_nodes(proto, nodes, new_inits)
     return lowered
+
+
+def _bias(n) -> str | None:
+    return n.input[2] if len(n.input) > 2 and n.input[2] else None
+
+
+def _one_column(n, w, stride: int, dilation: int, length: int, cols: int, const) -> list:
+    """One output sample: its window flattened in the weight's (channel, tap) order, times ``W'``."""
+    from onnx import helper
+
+    cout, cin, k = w.shape
+    span = (k - 1) * dilation + 1
+    p = f"{n.name or n.output[0]}/as_matmul"
+    nodes, window = [], n.input[0]
+    if not (dilation == 1 and length == k):
+        window = f"{p}/window"
+        nodes.append(helper.make_node(
+            "Slice",
+            [n.input[0], const(f"{p}/start", np.array([0], np.int64)), const(f"{p}/end", np.array([span], np.int64)),
+             const(f"{p}/axis", np.array([2], np.int64)), const(f"{p}/step", np.array([dilation], np.int64))],
+            [window], name=f"{p}/Slice"))
+    row = f"{p}/row"
+    nodes.append(helper.make_node("Reshape", [window, const(f"{p}/row_shape", np.array([1, cin * k], np.int64))],
+                                  [row], name=f"{p}/Reshape_row"))
+    weight = const(f"{p}/weight", np.ascontiguousarray(w.reshape(cout, cin * k).T))
+    m = f"{p}/product"
+    nodes.append(helper.make_node("MatMul", [row, weight], [m], name=f"{p}/MatMul"))
+    if _bias(n):
+        nodes.append(helper.make_node("Add", [m, _bias(n)], [f"{p}/biased"], name=f"{p}/Add"))
+        m = f"{p}/biased"
+    nodes.append(helper.make_node("Reshape", [m, const(f"{p}/out_shape", np.array([1, cout, 1], np.int64))],
+                                  [n.output[0]], name=f"{p}/Reshape_out"))
+    return nodes
+
+
+def _columns(n, w, stride: int, dilation: int, length: int, cols: int, const) -> list:
+    """Several output samples: time-major windows gathered as rows, times ``W''`` (tap, channel order)."""
+    from onnx import helper
+
+    cout, cin, k = w.shape
+    p = f"{n.name or n.output[0]}/as_matmul"
+    nodes = [
+        helper.make_node("Reshape", [n.input[0], const(f"{p}/in_shape", np.array([cin, length], np.int64))],
+                         [f"{p}/input"], name=f"{p}/Reshape_in"),
+        helper.make_node("Transpose", [f"{p}/input"], [f"{p}/time_major"], perm=[1, 0], name=f"{p}/Transpose_in"),
+    ]
+    rows = f"{p}/time_major"
+    if not (k == 1 and stride == 1):  # else every input sample is one output's whole window
+        taps = stride * np.arange(cols)[:, None] + dilation * np.arange(k)[None, :]
+        nodes += [
+            helper.make_node("Gather", [rows, const(f"{p}/taps", taps.astype(np.int64))], [f"{p}/windows"], axis=0,
+                             name=f"{p}/Gather"),
+            helper.make_node("Reshape", [f"{p}/windows", const(f"{p}/rows_shape", np.array([cols, k * cin], np.int64))],
+                             [f"{p}/rows"], name=f"{p}/Reshape_rows"),
+        ]
+        rows = f"{p}/rows"
+    # MatMul (+ Add), not Gemm: onnxruntime fuses a bias-less Gemm with the Transpose after
+    # it into one whose constant is the left operand, which it does not pre-pack (much slower)
+    weight = const(f"{p}/weight", np.ascontiguousarray(w.transpose(2, 1, 0).reshape(k * cin, cout)))
+    m = f"{p}/product"
+    nodes.append(helper.make_node("MatMul", [rows, weight], [m], name=f"{p}/MatMul"))
+    if _bias(n):
+        nodes.append(helper.make_node("Add", [m, _bias(n)], [f"{p}/biased"], name=f"{p}/Add"))
+        m = f"{p}/biased"
+    nodes += [
+        helper.make_node("Transpose", [m], [f"{p}/channels_first"], perm=[1, 0], name=f"{p}/Transpose_out"),
+        helper.make_node("Reshape", [f"{p}/channels_first", const(f"{p}/out_shape", np.array([1, cout, cols], np.int64))],
+                         [n.output[0]], name=f"{p}/Reshape_out"),
+    ]
+    return nodes
 
 
 def merge_summed_pointwise_convs(proto) -> int:
@@ -261,3 +325,110 @@ def lower_matrix_einsums(proto) -> int:
     if lowered:
         _replace_nodes(proto, nodes, new_inits)
     return lowered
+
+
+def windowed_dft_window(w: np.ndarray) -> np.ndarray | None:
+    """The window ``v`` when ``w [N, 2B]`` (``B = N // 2 + 1``) is ``v[n] * [cos | -sin](2 pi n b / N)``
+    to float32 rounding, else None."""
+    if w.ndim != 2 or w.shape[0] < 4 or w.shape[1] != 2 * (w.shape[0] // 2 + 1):
+        return None
+    n, bins = w.shape[0], w.shape[0] // 2 + 1
+    window = w[:, 0].astype(np.float64)  # bin 0: cos 0 = 1
+    phase = 2.0 * np.pi * np.outer(np.arange(n), np.arange(bins)) / n
+    expected = np.concatenate([np.cos(phase), -np.sin(phase)], axis=1) * window[:, None]
+    scale = float(np.abs(w).max())
+    if scale == 0.0 or float(np.abs(expected - w).max()) > 1e-6 * scale:
+        return None
+    return window
+
+
+def dft_factors(n: int) -> tuple[int, int] | None:
+    """``(N1, N2)`` with ``N1 * N2 = n`` whose stage constants (``2 N1^2 + N1 * 2 N2 * 2 K2`` floats) are
+    fewest; None for a prime ``n`` (nothing to factor)."""
+    bins = n // 2 + 1
+    sizes = {n1: 2 * n1 * n1 + n1 * 2 * (n // n1) * 2 * -(-bins // n1) for n1 in range(2, n) if n % n1 == 0}
+    if not sizes:
+        return None
+    n1 = min(sizes, key=sizes.get)
+    return n1, n // n1
+
+
+def lower_windowed_dfts(proto) -> int:
+    """Rewrite, in place, every ``MatMul(frames [R, N], W)`` whose constant ``W`` is a windowed real
+    DFT (``windowed_dft_window``) into the two-stage factorisation of the module docstring; return
+    how many were.  ``proto`` must carry static shapes."""
+    from onnx import helper, numpy_helper
+
+    g = proto.graph
+    inits = {i.name: i for i in g.initializer}
+    shapes = _static_shapes(proto)
+    nodes, new_inits, lowered = [], [], 0
+
+    def const(name: str, value) -> str:
+        new_inits.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    for n in g.node:
+        window = None
+        x_shape = shapes.get(n.input[0]) if n.op_type == "MatMul" and len(n.input) == 2 else None
+        if x_shape is not None and len(x_shape) == 2 and n.input[1] in inits:
+            w = numpy_helper.to_array(inits[n.input[1]])
+            factors = dft_factors(w.shape[0]) if w.ndim == 2 and w.shape[0] == x_shape[1] else None
+            window = windowed_dft_window(w) if factors else None
+        if window is None:
+            nodes.append(n)
+            continue
+        nodes.extend(_two_stage_dft(n, window, x_shape[0], factors, const))
+        lowered += 1
+    if lowered:
+        _replace_nodes(proto, nodes, new_inits)
+    return lowered
+
+
+def _two_stage_dft(n, window: np.ndarray, rows: int, factors: tuple[int, int], const) -> list:
+    """``n``'s output ``[R, 2B]`` from its input ``[R, N]`` by the two stages of the module docstring."""
+    from onnx import helper
+
+    size = window.size
+    bins = size // 2 + 1
+    n1, n2 = factors
+    k2 = -(-bins // n1)
+    p = f"{n.name or n.output[0]}/two_stage_dft"
+    # stage 1, over n1 for every n2: rows [cos(2 pi k1 n1 / N1) ; -sin(...)], k1 < N1
+    a = 2.0 * np.pi * np.outer(np.arange(n1), np.arange(n1)) / n1
+    first = np.concatenate([np.cos(a), -np.sin(a)], axis=0)
+    # stage 2, for each k1: [Re A(n2) | Im A(n2)] -> [Re X(k1 + N1 k2) | Im X(...)], k2 < K2
+    second = np.zeros((n1, 2 * n2, 2 * k2))
+    for j in range(n1):
+        angle = -2.0 * np.pi * np.outer(np.arange(n2), j + n1 * np.arange(k2)) / size
+        c, s = np.cos(angle), np.sin(angle)  # (re + i im)(c + i s)
+        second[j, :n2, :k2], second[j, n2:, :k2] = c, -s
+        second[j, :n2, k2:], second[j, n2:, k2:] = s, c
+
+    def shape(name: str, dims) -> str:
+        return const(f"{p}/{name}_shape", np.array(dims, np.int64))
+
+    return [
+        helper.make_node("Reshape", [n.input[0], shape("grid", [rows, n1, n2])], [f"{p}/grid"], name=f"{p}/Reshape_grid"),
+        helper.make_node("Mul", [f"{p}/grid", const(f"{p}/window", window.reshape(n1, n2).astype(np.float32))],
+                         [f"{p}/windowed"], name=f"{p}/Mul_window"),
+        helper.make_node("MatMul", [const(f"{p}/first", first.astype(np.float32)), f"{p}/windowed"], [f"{p}/stage1"],
+                         name=f"{p}/MatMul_first"),
+        helper.make_node("Reshape", [f"{p}/stage1", shape("parts", [rows, 2, n1, n2])], [f"{p}/parts"],
+                         name=f"{p}/Reshape_parts"),
+        helper.make_node("Transpose", [f"{p}/parts"], [f"{p}/per_k1"], perm=[0, 2, 1, 3], name=f"{p}/Transpose_k1"),
+        helper.make_node("Reshape", [f"{p}/per_k1", shape("vectors", [rows, n1, 1, 2 * n2])], [f"{p}/vectors"],
+                         name=f"{p}/Reshape_vectors"),
+        helper.make_node("MatMul", [f"{p}/vectors", const(f"{p}/second", second.astype(np.float32))], [f"{p}/stage2"],
+                         name=f"{p}/MatMul_second"),
+        helper.make_node("Reshape", [f"{p}/stage2", shape("bins", [rows, n1, 2, k2])], [f"{p}/bins_k1"],
+                         name=f"{p}/Reshape_bins"),
+        helper.make_node("Transpose", [f"{p}/bins_k1"], [f"{p}/bins_k"], perm=[0, 2, 3, 1], name=f"{p}/Transpose_k"),
+        helper.make_node("Reshape", [f"{p}/bins_k", shape("flat", [rows, 2, k2 * n1])], [f"{p}/flat"],
+                         name=f"{p}/Reshape_flat"),
+        helper.make_node("Slice", [f"{p}/flat", const(f"{p}/start", np.array([0], np.int64)),
+                                   const(f"{p}/end", np.array([bins], np.int64)), const(f"{p}/axis", np.array([2], np.int64))],
+                         [f"{p}/bins"], name=f"{p}/Slice_bins"),
+        helper.make_node("Reshape", [f"{p}/bins", shape("out_shape", [rows, 2 * bins])], [n.output[0]],
+                         name=f"{p}/Reshape_out"),
+    ]

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from wavae.device.controls import ControlError, Controls, ControlScript, parse_set
+from wavae.device.smoothing import SCALARS, ControlSmoother
 
 
 def test_snapshot_is_immutable_and_replaced_on_set():
@@ -148,6 +149,30 @@ def test_engine_smoothing_lands_exactly_on_the_target(tiny_bundle):
         assert sm.value(name) == sm.target(name), name
     assert sm.value("output_gain") == 1.0 and sm.value("feedback_gain") == 0.0
     assert not np.any(sm.bias)  # the bias knobs are back at exactly 0
+
+
+def test_a_settled_smoother_stays_put_until_a_new_target():
+    c = Controls(4)
+    sm = ControlSmoother(4, 0.004)
+    assert sm.retarget(c.snapshot) and sm.settled  # the first snapshot is taken as it is
+    c.update({"scale": 0.5, "bias": [1.0, 0.0, 0.0, 0.0], "smoothing": 0.05})
+    assert not sm.retarget(c.snapshot) and not sm.settled
+    sm.step()
+    assert 0.5 < sm.value("scale") < 1.0 and 0.0 < sm.bias[0] < 1.0  # gliding
+    for _ in range(2000):
+        sm.step()
+        if sm.settled:
+            break
+    assert sm.settled and sm.value("scale") == 0.5 and sm.bias[0] == 1.0  # landed exactly
+    before = sm.bias.copy(), [sm.value(n) for n in SCALARS]
+    sm.step()
+    assert np.array_equal(sm.bias, before[0]) and [sm.value(n) for n in SCALARS] == before[1]
+    c.update({"scale": 1.0})
+    sm.retarget(c.snapshot)
+    sm.step()
+    assert not sm.settled and 0.5 < sm.value("scale") < 1.0  # a new target glides again
+    sm.reset()
+    assert not sm.settled
 
 
 def test_control_script_parses_sorts_and_applies_by_frames(tmp_path):

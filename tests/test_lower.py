@@ -14,7 +14,15 @@ from onnx import TensorProto, helper, numpy_helper
 from wavae.device.bundle import MANIFEST
 from wavae.quantize.bundle import BundleStreamer, verify_bundle_files
 from wavae.quantize.export import export_bundle
-from wavae.quantize.lower import MAX_COLUMNS, lower_matrix_einsums, lower_narrow_convs, merge_summed_pointwise_convs
+from wavae.quantize.lower import (
+    MAX_COLUMNS,
+    dft_factors,
+    lower_matrix_einsums,
+    lower_narrow_convs,
+    lower_windowed_dfts,
+    merge_summed_pointwise_convs,
+    windowed_dft_window,
+)
 from wavae.train.config import resolve
 from wavae.train.factory import build_model
 
@@ -43,7 +51,9 @@ def _run(proto, x):
 
 
 @pytest.mark.parametrize("k,stride,dilation,cols", [(5, 1, 1, 1), (5, 1, 1, 2), (4, 2, 1, 1), (5, 2, 1, 3),
-                                                    (3, 1, 3, 1), (3, 1, 9, 4), (1, 1, 1, 4), (16, 4, 1, 2)])
+                                                    (3, 1, 3, 1), (3, 1, 9, 4), (1, 1, 1, 4), (16, 4, 1, 2),
+                                                    (3, 1, 27, MAX_COLUMNS), (1, 1, 1, MAX_COLUMNS), (1, 2, 1, 6),
+                                                    (7, 3, 2, 9)])
 @pytest.mark.parametrize("bias", [True, False])
 def test_lowered_conv_computes_the_same_output(k, stride, dilation, cols, bias):
     length = (cols - 1) * stride + (k - 1) * dilation + 1
@@ -58,6 +68,16 @@ def test_lowered_conv_computes_the_same_output(k, stride, dilation, cols, bias):
     assert "Conv" not in ops and "MatMul" in ops
     assert [i.name for i in proto.graph.initializer if i.name == "w"] == []  # the conv weight is gone
     np.testing.assert_allclose(_run(proto, x), before, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cols", [2, 5, MAX_COLUMNS])
+def test_several_columns_take_one_gather_whatever_their_number(cols):
+    k, dilation = 3, 2
+    proto, _ = _conv_graph(6, 5, k, (cols - 1) + (k - 1) * dilation + 1, dilation=dilation)
+    assert lower_narrow_convs(proto) == 1
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count("Gather") == 1 and "Slice" not in ops and "Concat" not in ops
+    assert len(ops) == 8  # Reshape, Transpose, Gather, Reshape, MatMul, Add, Transpose, Reshape
 
 
 def test_wide_grouped_and_padded_convs_stay_convs():
@@ -96,6 +116,11 @@ def test_exported_fp32_bundle_has_no_narrow_conv_and_streams_like_the_plain_one(
     assert _narrow_convs(plain / "encoder.onnx") > 0
     for g in ("encoder.onnx", "decoder.onnx"):
         assert _narrow_convs(lowered / g) == 0
+    # the STFT's DFT matrix is gone from the lowered encoder: it reads fewer weights per call
+    def weight_bytes(path):
+        return sum(numpy_helper.to_array(i).nbytes for i in onnx.load(str(path)).graph.initializer)
+    stft = resolve("tiny").frontend.n_fft * (resolve("tiny").frontend.n_fft + 2) * 4
+    assert weight_bytes(lowered / "encoder.onnx") < weight_bytes(plain / "encoder.onnx") - stft // 2
     x = (0.2 * np.random.default_rng(0).standard_normal(8 * BundleStreamer(plain).block)).astype(np.float32)
     ref = BundleStreamer(plain).stream(x)
     assert np.abs(ref).max() > 1e-3
@@ -169,3 +194,49 @@ def test_an_einsum_of_two_activations_stays():
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 3])])
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     assert lower_matrix_einsums(proto) == 0 and [n.op_type for n in proto.graph.node] == ["Einsum"]
+
+
+def _dft_matrix(n: int, window: np.ndarray) -> np.ndarray:
+    """What the mel front-end's STFT conv becomes once lowered: [N, 2B], window times [cos | -sin]."""
+    bins = n // 2 + 1
+    phase = 2 * np.pi * np.outer(np.arange(n), np.arange(bins)) / n
+    return (np.concatenate([np.cos(phase), -np.sin(phase)], axis=1) * window[:, None]).astype(np.float32)
+
+
+def _matmul_graph(w: np.ndarray, rows: int):
+    node = helper.make_node("MatMul", ["x", "w"], ["y"], name="stft")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, w.shape[0]])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, w.shape[1]])],
+                              [numpy_helper.from_array(w, "w")])
+    return onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+                                             strict_mode=True)
+
+
+@pytest.mark.parametrize("n,rows", [(512, 1), (256, 3), (96, 2), (1024, 2)])
+def test_windowed_dft_becomes_two_small_products_with_the_same_output(n, rows):
+    window = np.sin(0.5 * np.pi * (np.arange(n) + 0.5) / n) ** 2 * (2.0 / n)  # asymmetric-ish, scaled like the STFT
+    w = _dft_matrix(n, window)
+    proto = _matmul_graph(w, rows)
+    x = np.random.default_rng(4).standard_normal((rows, n)).astype(np.float32)
+    before = _run(proto, x)
+    assert lower_windowed_dfts(proto) == 1
+    proto = onnx.shape_inference.infer_shapes(proto, strict_mode=True)
+    onnx.checker.check_model(proto, full_check=True)
+    assert "w" not in {i.name for i in proto.graph.initializer}
+    weights = sum(numpy_helper.to_array(i).size for i in proto.graph.initializer if i.data_type == TensorProto.FLOAT)
+    assert weights < w.size / 3  # the point: far fewer bytes read per call
+    np.testing.assert_allclose(_run(proto, x), before, rtol=0, atol=1e-5 * np.abs(before).max())
+
+
+def test_a_matrix_that_is_not_a_windowed_dft_stays():
+    n = 64
+    w = _dft_matrix(n, np.hanning(n))
+    assert windowed_dft_window(w) is not None
+    w[5, 7] += 1e-3  # one entry off
+    assert windowed_dft_window(w) is None
+    proto = _matmul_graph(w, 1)
+    assert lower_windowed_dfts(proto) == 0 and [x.op_type for x in proto.graph.node] == ["MatMul"]
+    assert windowed_dft_window(np.ones((64, 130), np.float32)) is None
+    assert dft_factors(97) is None  # a prime length has nothing to factor
+    n1, n2 = dft_factors(512)
+    assert n1 * n2 == 512
