@@ -47,7 +47,7 @@ DEFAULT_PERIOD = 256
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", help="bundle directory written by `wavae export` (overrides the config's; "
-                                    "default: the shipped model, models/pi/pi-int8)")
+                                    "default: the shipped model, models/pi/pi-fp32)")
     p.add_argument("--backend", choices=BACKENDS, default=None,
                    help="inference backend (default onnxruntime; tensorrt needs the Jetson's GPU)")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default 1)")

@@ -10,7 +10,7 @@ import pytest
 
 from wavae.cli import main as wavae_main
 from wavae.device.bundle import load_bundle
-from wavae.device.shipped import DEFAULT_MODEL, default_bundle, models_dir, shipped_bundle
+from wavae.device.shipped import DEFAULT_MODEL, DEFAULT_PRECISION, default_bundle, models_dir, shipped_bundle
 from wavae.quantize.evaluate import TARGETS, meets
 from wavae.quantize.ship import MAX_BYTES, ShipError, ship
 
@@ -61,7 +61,7 @@ def test_run_and_transfer_without_bundle_play_the_shipped_model(tmp_path, audio_
     bundle = default_bundle()
     if bundle is None:
         pytest.skip(f"no shipped model in this checkout ({shipped_bundle()})")
-    assert bundle == models_dir() / DEFAULT_MODEL / f"{DEFAULT_MODEL}-int8"
+    assert bundle == models_dir() / DEFAULT_MODEL / f"{DEFAULT_MODEL}-{DEFAULT_PRECISION}"
     clip = sorted(audio_dir.glob("*.wav"))[0]
     assert wavae_main(["run", "--input", str(clip), "--output", str(tmp_path / "out.wav")]) == 0
     assert wavae_main(["transfer", str(clip), "-o", str(tmp_path / "t.wav")]) == 0

@@ -80,12 +80,11 @@ def spectrograms(pngs: Path, files: list[tuple[str, Path]]) -> None:
 
 def shipped_model(out: Path, strings: Path, speech: Path | None) -> list[tuple[str, Path]]:
     """The shipped default model on the device path; returns (title, wav) for the figure."""
-    from wavae.device.shipped import DEFAULT_MODEL, default_bundle, shipped_bundle
+    from wavae.device.shipped import DEFAULT_MODEL, DEFAULT_PRECISION, default_bundle, shipped_bundle
 
-    int8 = default_bundle()
-    if int8 is None:
+    if default_bundle() is None:
         sys.exit(f"demo: the shipped model {shipped_bundle()} is missing (a clone without models/?)")
-    fp32 = shipped_bundle(precision="fp32")
+    fp32, int8 = shipped_bundle(precision="fp32"), shipped_bundle(precision="int8")
     import soundfile as sf
 
     recon, performed = out / "reconstruction.wav", out / "performance.wav"
@@ -93,7 +92,7 @@ def shipped_model(out: Path, strings: Path, speech: Path | None) -> list[tuple[s
     script = out / "controls.json"
     control_script(script, sf.info(str(strings)).duration)
     sh("run", "--input", str(strings), "--output", str(performed), "--controls", str(script))
-    figure = [("input: " + strings.name, strings), (f"reconstruction ({DEFAULT_MODEL}, int8, device engine)", recon),
+    figure = [("input: " + strings.name, strings), (f"reconstruction ({DEFAULT_MODEL}, {DEFAULT_PRECISION}, device engine)", recon),
               ("performance: bias sweep, noise, freeze, then feedback band-pass 800 Hz, Q 4", performed)]
     if speech is not None:
         transfer, ab = out / "speech-transfer.wav", out / "a-to-b.wav"
