@@ -500,3 +500,40 @@ class LiveInstrument:
         assert self.proc.returncode == 0, stderr[-3000:]
         assert "Traceback" not in stderr, stderr[-3000:]
         return json.loads([ln for ln in stdout.splitlines() if ln.startswith("{")][-1])
+
+
+def foreign_realtime_processes() -> list[str]:
+    """``pid:name`` of every process outside this one's tree with a SCHED_FIFO/RR thread (kernel threads aside).
+
+    Other sessions' realtime audio on the same cores can make a live test's
+    audio late whatever the code under test does: a failing timing assertion
+    names them."""
+    def stat(path: str) -> list[str] | None:
+        try:
+            text = Path(path).read_text()
+        except OSError:
+            return None
+        name, rest = text.split("(", 1)[1].rsplit(")", 1)
+        return [name, *rest.split()]
+
+    ours, found = {os.getpid()}, []
+    procs = {int(p.name): stat(f"/proc/{p.name}/stat") for p in Path("/proc").iterdir() if p.name.isdigit()}
+    parent = {pid: int(s[2]) for pid, s in procs.items() if s}
+
+    def mine(pid: int) -> bool:
+        while pid > 1:
+            if pid in ours:
+                return True
+            pid = parent.get(pid, 0)
+        return False
+
+    for pid, s in procs.items():
+        if not s or int(s[7]) & 0x00200000 or mine(pid):  # PF_KTHREAD: the kernel's own threads
+            continue
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        if any((t := stat(f"/proc/{pid}/task/{tid}/stat")) and int(t[39]) in (1, 2) for tid in tasks):
+            found.append(f"{pid}:{s[0]}")
+    return sorted(found)
