@@ -13,7 +13,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = ["model_stats.py", "bench_quantize.py", "bench_device.py", "bench_dsp.py", "bench_baselines.py",
-              "bench_panel.py", "bench_web.py", "bench_service.py"]
+              "bench_panel.py", "bench_web.py", "bench_web_live.py", "bench_service.py"]
 # not here: bench_memory.py needs a bundle and a run (see its docstring); benchmarks/soak.py runs for as
 # long as asked (--minutes 60 for the figures)
 

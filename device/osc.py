@@ -24,10 +24,14 @@ type or out of range is counted (``Actions.rejected``, by reason) and logged,
 never applied, and never stops the server.  python-osc's own servers are not
 used: their dispatcher drops unparsable packets without telling, and sleeps
 on a bundle's future time tag inside the receive loop.  Here a bundle's
-messages are applied at once, in order.  The loop runs on its own
-ordinary-priority thread, blocking in ``recvfrom`` with a short timeout, and
-only writes controls through ``Actions``; the socket is bound in ``start`` so
-a port in use is a clear error at start-up.
+messages are applied at once, in order.  The loop runs on its own thread,
+blocking in ``recvfrom`` with a short timeout, and only writes controls
+through ``Actions``; the socket is bound in ``start`` so a port in use is a
+clear error at start-up.  Under a realtime audio loop that thread runs at the
+lowest realtime priority (``realtime.gil_sharer_priority``): it holds the GIL
+the audio thread needs while it answers a ``/wavae/status`` (the web page asks
+once a second), and at an ordinary priority a busy process on the same board
+could preempt it there and hold the audio thread off for as long as it runs.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from wavae.errors import WavaeError
 
 from .actions import Actions, Rejected
 from .controls import ControlError
-from .realtime import ordinary_priority
+from .realtime import gil_sharer_priority
 
 log = logging.getLogger("wavae.device.osc")
 
@@ -113,7 +117,7 @@ class OscServer:
             self.sock = None
 
     def _run(self) -> None:
-        ordinary_priority()
+        gil_sharer_priority()  # not preempted by other processes while it holds the GIL the audio thread needs
         while not self._stop.is_set():
             try:
                 data, sender = self.sock.recvfrom(MAX_PACKET)

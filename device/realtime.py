@@ -7,7 +7,8 @@ the code uses them, per thread, where they are needed:
   applies it per thread; threads created afterwards inherit it).  Not
   ``CPUSchedulingPolicy=`` in the unit: that would make every thread
   realtime, the status and network threads too.  A thread that must not be
-  realtime calls ``ordinary_priority()`` first thing (dropping priority needs no right).
+  realtime calls ``ordinary_priority()`` first thing (dropping priority needs no right);
+  a light thread that shares the GIL with it (OSC) calls ``gil_sharer_priority()``.
 - ``lock_memory()`` calls ``mlockall(MCL_CURRENT | MCL_ONFAULT)`` once the
   model is loaded and warmed up, so no page the audio path has touched (code
   of the libraries, weights, buffers) can be evicted and fetched back from
@@ -70,6 +71,37 @@ def ordinary_priority() -> bool:
         os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
     except (OSError, AttributeError) as e:  # not Linux, or not permitted: nothing to lower then
         log.debug("cannot set an ordinary priority: %s", e)
+        return False
+    return True
+
+
+GIL_SHARER_PRIORITY = 1  # SCHED_FIFO of a light thread that shares the GIL with a realtime audio thread
+
+
+def gil_sharer_priority() -> bool:
+    """For a light, event-driven thread of the audio process (OSC): the lowest realtime priority.
+
+    Called first thing by a thread created by the realtime audio thread (whose
+    SCHED_FIFO it inherited); returns whether it runs realtime.  Every Python
+    thread of the process takes the GIL the audio thread needs: at an ordinary
+    priority, another process (a render, a browser, anything busy) can preempt
+    it while it holds the GIL, and the audio thread then waits until the
+    scheduler gives that thread the CPU back, for as long as the busy
+    processes keep it (docs/benchmarks/playground-live.md).  At SCHED_FIFO 1 no
+    ordinary process preempts it, and the audio thread (and JACK's) still
+    does.  A thread that is not realtime when it starts (the loop runs without
+    ``realtime_priority``) stays as it is.  Not for heavy work (a model load):
+    that would keep the ordinary processes off a core for its whole length;
+    a flood of OSC messages can do that too, as it could already take the GIL
+    from the audio thread (the kernel's realtime throttle leaves ordinary
+    processes 5 % of each core).
+    """
+    try:
+        if os.sched_getscheduler(0) not in (os.SCHED_FIFO, os.SCHED_RR):
+            return False
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(GIL_SHARER_PRIORITY))
+    except (OSError, AttributeError) as e:
+        log.debug("cannot set the GIL sharer's priority: %s", e)
         return False
     return True
 

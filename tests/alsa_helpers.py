@@ -377,3 +377,163 @@ class FakeAlsa:
 
     def pcm(self, name: str) -> FakePCM:
         return next(p for p in self.created if p.name == name)
+
+
+# ----------------------------------------------------------------------------
+# the instrument live under a JACK server, with its OSC door open
+# ----------------------------------------------------------------------------
+def free_udp_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def jack_live_config(path: Path, bundle: Path, osc_port: int, realtime_priority: int, extra: str = "",
+                     rate: int = 48000, period: int = 256) -> Path:
+    """A device config playing ``bundle`` through ``jack_pcms``' ``jplug``, inline, with ``[osc]`` on."""
+    return write_text_atomic(Path(path), f"""
+[bundle]
+path = "{bundle}"
+[audio]
+capture = "jplug"
+playback = "jplug"
+rate = {rate}
+period_size = {period}
+periods = 3
+prefill_periods = 2
+format = "S16_LE"
+threading = "inline"
+[controls]
+feedback_gain = 0.3
+[service]
+realtime_priority = {realtime_priority}
+[osc]
+port = {osc_port}
+{extra}
+""")
+
+
+class LiveInstrument:
+    """``wavae run --config CONFIG`` (no ``--seconds``) under ``jack``, until ``stop()`` sends SIGTERM.
+
+    ``start()`` returns once the loop logs " live: "; ``ask(address, *args)``
+    sends one OSC message to the instrument and returns the JSON of its first
+    reply on the same address (``/wavae/status`` and the like); ``send`` sends
+    without waiting.  ``stop()`` returns the run's JSON summary and checks it
+    exited 0 with no traceback.
+    """
+
+    def __init__(self, config: Path, jack: JackServer, osc_port: int, asound: Path, python: str):
+        self.config, self.jack, self.osc_port, self.asound, self.python = config, jack, osc_port, asound, python
+        self.proc: subprocess.Popen | None = None
+        self.lines: list[str] = []
+
+    def start(self, timeout: float = 60.0) -> "LiveInstrument":
+        import socket
+        import threading
+
+        env = alsa_env(jack_pcms(self.asound), self.jack.env())
+        env["OMP_NUM_THREADS"] = "1"
+        self.proc = subprocess.Popen([self.python, "-m", "wavae.cli", "run", "--config", str(self.config)], env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        started = threading.Event()
+
+        def read_stderr():
+            for line in self.proc.stderr:
+                self.lines.append(line)
+                if " live: " in line:
+                    started.set()
+
+        self._reader = threading.Thread(target=read_stderr, daemon=True)
+        self._reader.start()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.settimeout(5.0)
+        if not started.wait(timeout):
+            self.kill()
+            raise AssertionError("the live loop never started:\n" + "".join(self.lines)[-3000:])
+        return self
+
+    def send(self, address: str, *args) -> None:
+        from pythonosc.osc_message_builder import OscMessageBuilder
+
+        b = OscMessageBuilder(address=address)
+        for a in args:
+            b.add_arg(a)
+        self.sock.sendto(b.build().dgram, ("127.0.0.1", self.osc_port))
+
+    def ask(self, address: str, *args) -> dict:
+        import json
+
+        from pythonosc.osc_message import OscMessage
+
+        self.send(address, *args)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            data, _ = self.sock.recvfrom(65536)
+            msg = OscMessage(data)
+            if msg.address == address:
+                return json.loads(msg.params[0])
+        raise AssertionError(f"no {address} reply from the instrument")
+
+    def status(self) -> dict:
+        return self.ask("/wavae/status")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self, timeout: float = 30.0) -> dict:
+        import json
+
+        try:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout)  # stdout holds the one summary line: it cannot fill the pipe
+            stdout = self.proc.stdout.read()
+        finally:
+            self.kill()
+            self.sock.close()
+        self._reader.join(timeout=5)
+        stderr = "".join(self.lines)
+        assert self.proc.returncode == 0, stderr[-3000:]
+        assert "Traceback" not in stderr, stderr[-3000:]
+        return json.loads([ln for ln in stdout.splitlines() if ln.startswith("{")][-1])
+
+
+def foreign_realtime_processes() -> list[str]:
+    """``pid:name`` of every process outside this one's tree with a SCHED_FIFO/RR thread (kernel threads aside).
+
+    Other sessions' realtime audio on the same cores can make a live test's
+    audio late whatever the code under test does: a failing timing assertion
+    names them."""
+    def stat(path: str) -> list[str] | None:
+        try:
+            text = Path(path).read_text()
+        except OSError:
+            return None
+        name, rest = text.split("(", 1)[1].rsplit(")", 1)
+        return [name, *rest.split()]
+
+    ours, found = {os.getpid()}, []
+    procs = {int(p.name): stat(f"/proc/{p.name}/stat") for p in Path("/proc").iterdir() if p.name.isdigit()}
+    parent = {pid: int(s[2]) for pid, s in procs.items() if s}
+
+    def mine(pid: int) -> bool:
+        while pid > 1:
+            if pid in ours:
+                return True
+            pid = parent.get(pid, 0)
+        return False
+
+    for pid, s in procs.items():
+        if not s or int(s[7]) & 0x00200000 or mine(pid):  # PF_KTHREAD: the kernel's own threads
+            continue
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        if any((t := stat(f"/proc/{pid}/task/{tid}/stat")) and int(t[39]) in (1, 2) for tid in tasks):
+            found.append(f"{pid}:{s[0]}")
+    return sorted(found)

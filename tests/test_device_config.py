@@ -51,6 +51,32 @@ def test_a_config_without_a_bundle_starts_the_shipped_model(tmp_path):
     assert cfg.bundle.names() == {shipped_bundle().name: shipped_bundle()}
 
 
+def test_example_configs_serve_the_web_page_on_loopback_and_their_lan_lines_need_a_token(tmp_path):
+    import argparse
+    import tomllib
+
+    from wavae.device.cli_web import settings_from
+
+    for path in example_configs():
+        text = path.read_text()
+        assert "web" in tomllib.loads(text), f"{path.name} has no [web] section"
+        cfg = load_config(path)
+        assert (cfg.web.host, cfg.web.port, cfg.web.lan, cfg.web.token) == ("127.0.0.1", 8080, False, "")
+        # what `wavae web --config` takes from the same file: the instrument's [osc] door and [presets] folder
+        args = argparse.Namespace(config=str(path), host=None, port=None, bundle=None, state_dir=None, osc_port=None)
+        web = settings_from(args)
+        assert (web.host, web.port, web.osc_port, web.presets_dir) == ("127.0.0.1", 8080, cfg.osc.port, cfg.presets.dir)
+        assert web.max_upload == 20 * 2**20
+        # the commented LAN lines, uncommented as shipped, refuse the network until a token is pasted in
+        lan = (text.replace('host = "127.0.0.1"              # this machine only', 'host = "0.0.0.0"  #', 1)
+               .replace("# lan = true", "lan = true").replace('# token = ""', 'token = ""'))
+        assert 'host = "0.0.0.0"' in lan and "\nlan = true" in lan and '\ntoken = ""' in lan
+        with pytest.raises(DeviceConfigError, match="needs `lan = true` and a `token`"):
+            parse_config(tomllib.loads(lan), source=path.name)
+        served = parse_config(tomllib.loads(lan.replace('token = ""', 'token = "' + "ab" * 16 + '"')), source=path.name)
+        assert (served.web.host, served.web.lan, served.web.token) == ("0.0.0.0", True, "ab" * 16)
+
+
 @pytest.mark.parametrize(
     "doc, message",
     [

@@ -16,6 +16,7 @@ from wavae.device.inputs import start_inputs
 from wavae.device.panel.fakes import FakeGpioLines, FakeMcp3008, press
 from wavae.device.panel.mapping import PanelMappingError, load_mapping
 from wavae.device.presets import PresetStore
+from wavae.device.realtime import GIL_SHARER_PRIORITY
 
 MAPPING = """
 [[pot]]
@@ -91,7 +92,7 @@ def test_bad_mapping_is_a_start_up_error_and_nothing_keeps_running(tmp_path):
     assert threading.active_count() == before
 
 
-def test_input_threads_run_at_ordinary_priority_under_a_realtime_caller(tmp_path):
+def test_input_threads_run_below_a_realtime_caller_panel_ordinary_osc_lowest_realtime(tmp_path):
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
         os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
@@ -109,14 +110,18 @@ def test_input_threads_run_at_ordinary_priority_under_a_realtime_caller(tmp_path
             time.sleep(0.2)
             result["caller"] = os.sched_getscheduler(0)
             result["panel"] = os.sched_getscheduler(inputs.panel.thread_id)
-            result["osc"] = os.sched_getscheduler(inputs.osc.thread_id)
+            result["osc"] = (os.sched_getscheduler(inputs.osc.thread_id),
+                             os.sched_getparam(inputs.osc.thread_id).sched_priority)
         finally:
             inputs.stop()
 
     t = threading.Thread(target=realtime_caller)
     t.start()
     t.join(10)
-    assert result == {"caller": os.SCHED_FIFO, "panel": os.SCHED_OTHER, "osc": os.SCHED_OTHER}
+    # OSC holds the GIL the audio thread needs while it answers: no ordinary process may preempt it there
+    assert result == {"caller": os.SCHED_FIFO, "panel": os.SCHED_OTHER, "osc": (os.SCHED_FIFO, GIL_SHARER_PRIORITY)}
+    assert GIL_SHARER_PRIORITY < 10  # below the caller's (the audio thread's) priority
+
 
 
 def test_apply_restarts_only_what_changed_and_a_port_in_use_leaves_the_old_server(tmp_path):
@@ -157,5 +162,18 @@ def test_apply_restarts_only_what_changed_and_a_port_in_use_leaves_the_old_serve
         assert inputs.apply(plan_inputs(moved, 4)) == ("presets",)
         assert inputs.panel is panel and inputs.osc is osc
         assert inputs.actions.presets.dir == tmp_path / "other" and (tmp_path / "other").is_dir()
+    finally:
+        inputs.stop()
+
+
+def test_osc_thread_stays_ordinary_when_the_loop_is_not_realtime(tmp_path):
+    cfg = _cfg(tmp_path, load=None)
+    mapping = load_mapping(cfg.panel.mapping, 4)
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER
+    inputs = start_inputs(cfg, Controls(4), "b", open_gpio=lambda: FakeGpioLines(mapping.input_lines()),
+                          open_adc=lambda: FakeMcp3008())
+    try:
+        time.sleep(0.2)
+        assert os.sched_getscheduler(inputs.osc.thread_id) == os.SCHED_OTHER
     finally:
         inputs.stop()
