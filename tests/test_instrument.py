@@ -47,8 +47,13 @@ def test_config_controls_then_settings_then_the_script(tiny_bundle, tmp_path):
         assert inst.engine.stats["blocks"] == 0 and inst.engine.timing() == {"blocks": 0}
 
 
-def test_a_config_without_a_bundle_is_refused():
-    with pytest.raises(DeviceConfigError, match=r"dev.toml: no bundle: set bundle.path in the config or pass --bundle"):
+def test_a_config_without_a_bundle_plays_the_shipped_model_and_without_one_is_refused(monkeypatch, tmp_path):
+    import wavae.device.shipped as shipped
+
+    assert InstrumentSpec.from_config(parse_config({}, source="dev.toml")).bundle == shipped.default_bundle()
+    monkeypatch.setattr(shipped, "models_dir", lambda: tmp_path / "no-models")  # a clone without models/
+    with pytest.raises(DeviceConfigError, match=r"dev.toml: no bundle: set bundle.path in the config or pass "
+                                                r"--bundle DIR \(the shipped default model, .* is not installed\)"):
         InstrumentSpec.from_config(parse_config({}, source="dev.toml"))
 
 
