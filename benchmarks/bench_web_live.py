@@ -34,7 +34,6 @@ OUT = ROOT / "docs" / "benchmarks" / "playground-live.md"
 NOTES = "<!-- notes below this line are kept by benchmarks/bench_web_live.py -->"
 
 from alsa_helpers import (  # noqa: E402
-    JACK_PRIORITY,
     JackServer,
     LiveInstrument,
     free_udp_port,
@@ -112,7 +111,7 @@ def main() -> int:
     realtime = realtime_allowed()
     period, rate = 256, 48000
     osc_port = free_udp_port()
-    cfg = jack_live_config(tmp / "device.toml", bundle, osc_port, JACK_PRIORITY - 10 if realtime else 0,
+    cfg = jack_live_config(tmp / "device.toml", bundle, osc_port, realtime,
                            rate=rate, period=period)
     perf = shutil.which("perf")
     busy = [subprocess.Popen([sys.executable, "-c", "while 1: pass"]) for _ in range(a.busy)]

@@ -64,7 +64,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the JACK server and systemd's notify end, shared with the tests
 
-from alsa_helpers import JACK_PRIORITY, JackServer, alsa_env, jack_pcms, jackd_available, realtime_allowed  # noqa: E402
+from alsa_helpers import JackServer, alsa_env, jack_config, jack_pcms, jackd_available, realtime_allowed  # noqa: E402
 from service_helpers import NotifySocket  # noqa: E402
 
 CACHE = Path(os.environ.get("WAVAE_BENCH_CACHE", Path(tempfile.gettempdir()) / "wavae-bench-soak"))
@@ -148,21 +148,7 @@ def instrument_config(path: Path, bundle: Path, *, threading_mode: str, realtime
 [bundle]
 path = "{bundle}"
 {paths}threads = 1
-
-[audio]
-capture = "jplug"
-playback = "jplug"
-rate = {RATE}
-period_size = {PERIOD}
-periods = 3
-prefill_periods = 2
-format = "S16_LE"
-threading = "{threading_mode}"
-
-[service]
-log_level = "info"
-realtime_priority = {JACK_PRIORITY - 10 if realtime else 0}
-"""
+{jack_config(threading_mode, realtime, RATE, PERIOD)}"""
     if panel:
         text += f'\n[panel]\nmapping = "{PANEL_MAPPING}"\nadc_hz = 200\n'
     if osc_port is not None:

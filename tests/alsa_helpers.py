@@ -38,6 +38,7 @@ import numpy as np
 STOCK_ALSA_CONF = "/usr/share/alsa/alsa.conf"
 RAW_DTYPES = {"S16_LE": "<i2", "S32_LE": "<i4", "FLOAT_LE": "<f4"}
 JACK_PRIORITY = 70  # SCHED_FIFO priority of a realtime test server's clock thread
+LOOP_PRIORITY = JACK_PRIORITY - 10  # the audio loop's SCHED_FIFO priority, below the server's clients
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
@@ -112,6 +113,28 @@ pcm.{name} {{
 }}
 """
     return write_text_atomic(Path(conf), text)
+
+
+def jack_config(threading_mode: str = "inline", realtime: bool = False, rate: int = 48000, period: int = 256,
+                pcm: str = "jplug") -> str:
+    """The ``[audio]`` and ``[service]`` sections of a device config that plays through ``jack_pcms``'s
+    duplex PCM ``pcm``: three periods of ``period`` frames, two pre-filled, S16_LE, and the audio loop at
+    ``LOOP_PRIORITY`` when ``realtime`` (below the server's clients), else at normal priority."""
+    return f"""
+[audio]
+capture = "{pcm}"
+playback = "{pcm}"
+rate = {rate}
+period_size = {period}
+periods = 3
+prefill_periods = 2
+format = "S16_LE"
+threading = "{threading_mode}"
+
+[service]
+log_level = "info"
+realtime_priority = {LOOP_PRIORITY if realtime else 0}
+"""
 
 
 def jack_loopback_pcms(conf: Path, name: str = "jloop") -> Path:
@@ -390,25 +413,15 @@ def free_udp_port() -> int:
         return s.getsockname()[1]
 
 
-def jack_live_config(path: Path, bundle: Path, osc_port: int, realtime_priority: int, extra: str = "",
+def jack_live_config(path: Path, bundle: Path, osc_port: int, realtime: bool, extra: str = "",
                      rate: int = 48000, period: int = 256) -> Path:
     """A device config playing ``bundle`` through ``jack_pcms``' ``jplug``, inline, with ``[osc]`` on."""
     return write_text_atomic(Path(path), f"""
 [bundle]
 path = "{bundle}"
-[audio]
-capture = "jplug"
-playback = "jplug"
-rate = {rate}
-period_size = {period}
-periods = 3
-prefill_periods = 2
-format = "S16_LE"
-threading = "inline"
+{jack_config("inline", realtime, rate, period)}
 [controls]
 feedback_gain = 0.3
-[service]
-realtime_priority = {realtime_priority}
 [osc]
 port = {osc_port}
 {extra}

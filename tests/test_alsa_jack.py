@@ -28,9 +28,10 @@ import numpy as np
 import pytest
 
 from alsa_helpers import (
-    JACK_PRIORITY,
+    LOOP_PRIORITY,
     JackServer,
     alsa_env,
+    jack_config,
     jack_loopback_pcms,
     jack_pcms,
     jackd_available,
@@ -44,7 +45,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(_why is not None, reason=_why
 
 RATE, PERIOD = 48000, 256
 REALTIME = realtime_allowed()
-LOOP_PRIORITY = JACK_PRIORITY - 10  # the audio loop's SCHED_FIFO priority, below the server's clients
 WAVAE = [sys.executable, "-m", "wavae.cli"]
 
 
@@ -60,27 +60,14 @@ def jack(tmp_path: Path):
 
 def _config(tmp_path: Path, bundle: Path, threading_mode: str = "inline", extra: str = "") -> Path:
     path = tmp_path / f"jack-{threading_mode}.toml"
-    path.write_text(
-        f"""
+    path.write_text(f"""
 [bundle]
 path = "{bundle}"
-[audio]
-capture = "jplug"
-playback = "jplug"
-rate = {RATE}
-period_size = {PERIOD}
-periods = 3
-prefill_periods = 2
-format = "S16_LE"
-threading = "{threading_mode}"
 [controls]
 feedback_gain = 0.3
-[service]
-log_level = "info"
-realtime_priority = {LOOP_PRIORITY if REALTIME else 0}
+{jack_config(threading_mode, REALTIME, RATE, PERIOD)}
 {extra}
-"""
-    )
+""")
     return path
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from alsa_helpers import JACK_PRIORITY, JackServer, alsa_env, jack_pcms, jackd_available, realtime_allowed
+from alsa_helpers import JackServer, alsa_env, free_udp_port, jack_config, jack_pcms, jackd_available, realtime_allowed
 
 pytest.importorskip("alsaaudio", reason="pyalsaaudio is not installed (pip install pyalsaaudio)")
 pytest.importorskip("pythonosc", reason="python-osc is not installed (pip install 'wavae-edge[panel]')")
@@ -43,7 +43,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(_why is not None, reason=_why
 
 RATE, PERIOD, SECONDS = 48000, 256, 30.0
 REALTIME = realtime_allowed()
-LOOP_PRIORITY = JACK_PRIORITY - 10
 WAVAE = [sys.executable, "-m", "wavae.cli"]
 
 
@@ -52,12 +51,6 @@ def _msg(address: str, *args) -> bytes:
     for a in args:
         b.add_arg(a)
     return b.build().dgram
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _ask(client: socket.socket, port: int, packet: bytes, address: str) -> dict:
@@ -73,25 +66,15 @@ def _ask(client: socket.socket, port: int, packet: bytes, address: str) -> dict:
 
 
 def test_osc_traffic_and_a_bundle_switch_give_no_xrun(tmp_path: Path, tiny_bundle, tiny_bundle_b):
-    port = _free_port()
+    port = free_udp_port()
     cfg = tmp_path / "switch.toml"
     cfg.write_text(f"""
 [bundle]
 paths = ["{tiny_bundle}", "{tiny_bundle_b}"]
 crossfade_ms = 100
-[audio]
-capture = "jplug"
-playback = "jplug"
-rate = {RATE}
-period_size = {PERIOD}
-periods = 3
-prefill_periods = 2
-format = "S16_LE"
-threading = "inline"
+{jack_config("inline", REALTIME, RATE, PERIOD)}
 [controls]
 feedback_gain = 0.3
-[service]
-realtime_priority = {LOOP_PRIORITY if REALTIME else 0}
 [osc]
 port = {port}
 """)

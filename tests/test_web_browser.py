@@ -33,7 +33,6 @@ import pytest
 import soundfile as sf
 
 from alsa_helpers import (
-    JACK_PRIORITY,
     JackServer,
     LiveInstrument,
     foreign_realtime_processes,
@@ -56,7 +55,6 @@ pytestmark = [
 ]
 
 REALTIME = realtime_allowed()
-LOOP_PRIORITY = JACK_PRIORITY - 10  # as the service runs it: SCHED_FIFO, below the JACK server's clients
 COUNTERS = ("xruns", "late_periods", "device_lost")  # the live loop's trouble, all of it, as counts since the start
 
 
@@ -76,7 +74,7 @@ def device(trained_bundle, tmp_path_factory):
     d = tmp_path_factory.mktemp("device")
     port = free_udp_port()
     extra = f'[presets]\ndir = "{d / "presets"}"\n[web]\nstate_dir = "{d / "state"}"\n'
-    cfg = jack_live_config(d / "device.toml", trained_bundle, port, LOOP_PRIORITY if REALTIME else 0, extra)
+    cfg = jack_live_config(d / "device.toml", trained_bundle, port, REALTIME, extra)
     return d, cfg, port
 
 
