@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import math
 import platform
 import shutil
@@ -88,12 +87,10 @@ def slim_run(run_ckpt: dict[str, Any], cfg, out: Path) -> None:
     torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True)  # it must load as it will be loaded
 
 
-def _minutes(folder: Path) -> float:
+def _minutes(files: list[Path]) -> float:
     import soundfile as sf
 
-    from wavae.train.data import find_audio
-
-    return sum(sf.info(str(p)).duration for p in find_audio(folder)) / 60
+    return sum(sf.info(str(p)).duration for p in files) / 60
 
 
 def folder_bytes(path: Path) -> int:
@@ -243,11 +240,11 @@ def ship(run: Path, out: Path, heldout: Path, solo: Path | None = None, calibrat
         manifest = load_bundle(tmp / f"{out.name}-fp32").manifest
         data = Path(ckpt.get("data_dir") or "")
         data_files = find_audio(data) if data.is_dir() else []
-        data_minutes = _minutes(data) if data_files else 0.0
+        data_minutes = _minutes(data_files)
         recipe = "varied" if any("-varied-" in p.name for p in data_files) else "default"
         commands = [
             f"wavae data --recipe {recipe} --out data/{recipe}",
-            f"wavae data --recipe {recipe} --seed 1 --minutes {math.ceil(_minutes(heldout))} --out data/heldout",
+            f"wavae data --recipe {recipe} --seed 1 --minutes {math.ceil(_minutes(find_audio(heldout)))} --out data/heldout",
             "wavae data --recipe solo --seed 1 --out data/heldout-solo",
             f"wavae train --preset {cfg.name} --data data/{recipe} --out runs/{cfg.name} "
             f"--vae-steps {source['vae_steps']} --steps {source['vocoder_steps']}",
